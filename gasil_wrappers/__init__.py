@@ -1,0 +1,46 @@
+"""GASIL as a Gymnasium wrapper stack: wrap an env, and any policy-gradient learner is PPO+GASIL.
+
+Generative Adversarial Self-Imitation Learning (Guo, Oh, Singh, Lee, NeurIPS 2018) keeps the agent's
+best past episodes, trains a discriminator D(s, a) to tell current-policy state-actions from them, and
+shapes the reward into ``r − α·log D(s, a)``. Here D trains out of band inside the wrapper stack, so
+the learner never calls it.
+
+Example:
+    >>> import gymnasium as gym
+    >>> env = gym.make("gasil_wrappers:GASIL-DelayedHopper-v5", group="doc-init")
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    >>> sorted(info["gasil"])
+    ['alpha', 'discriminator_reward', 'env_reward', 'shaped_reward']
+"""
+
+from gasil_wrappers.config import INFO_KEY, GASILConfig
+from gasil_wrappers.delayed_reward import DelayedReward
+from gasil_wrappers.discriminator import Discriminator
+from gasil_wrappers.discriminator_reward import DiscriminatorRewardWrapper
+from gasil_wrappers.observation_noise import ObservationNoise
+from gasil_wrappers.registration import register_envs
+from gasil_wrappers.stack import has_stack, make_env, wrap_stack
+from gasil_wrappers.state import GASILState, find_state
+from gasil_wrappers.topk import Episode, GoodTrajectoryBuffer, TopKEpisodeRecorder, discounted_return
+
+__all__ = [
+    "INFO_KEY",
+    "DelayedReward",
+    "Discriminator",
+    "DiscriminatorRewardWrapper",
+    "Episode",
+    "GASILConfig",
+    "GASILState",
+    "GoodTrajectoryBuffer",
+    "ObservationNoise",
+    "TopKEpisodeRecorder",
+    "discounted_return",
+    "find_state",
+    "has_stack",
+    "make_env",
+    "register_envs",
+    "wrap_stack",
+]
+
+register_envs()

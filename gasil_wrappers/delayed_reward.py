@@ -1,0 +1,74 @@
+"""DelayedReward: the paper's delayed-reward MuJoCo tasks (Section 5.4).
+
+Also the one place where the env's own reward is seen before anything changes it, so it reports
+the env's reward and true episodic return under ``info["gasil"]`` (RecordEpisodeStatistics placed
+outside the stack only sees the shaped return).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from gasil_wrappers._checks import EpisodeGuard, check_reward
+from gasil_wrappers.config import INFO_KEY
+
+__all__ = ["DelayedReward"]
+
+
+class DelayedReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Accumulate the reward and pay the sum every ``delay`` steps and at episode end.
+
+    Step ``t`` (counting from 1 after each reset) pays the rewards accumulated since the last payout
+    when ``t % delay == 0`` or when the episode terminates or is truncated; every other step pays 0.
+    Nothing carries over across ``reset``, so the episode's sum of rewards is unchanged.
+    With ``delay=1`` the reward passes through unchanged (the wrapper still reports diagnostics).
+
+    Every step it sets ``info["gasil"]["env_reward"]`` (the env's own reward this step) and at episode
+    end ``info["gasil"]["episode_return"]`` and ``["episode_length"]``: the true, undelayed return.
+
+    Note:
+        A non-finite env reward raises ``ValueError`` instead of being accumulated.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> env = DelayedReward(gym.make("Pendulum-v1"), delay=3)
+        >>> _ = env.reset(seed=123)
+        >>> [round(env.step([0.0])[1], 3) for _ in range(4)]
+        [0.0, 0.0, -4.051, 0.0]
+    """
+
+    def __init__(self, env: gym.Env, delay: int = 20):
+        if int(delay) != delay or delay < 1:
+            raise ValueError(f"DelayedReward: delay must be a positive integer, got {delay!r}")
+        gym.utils.RecordConstructorArgs.__init__(self, delay=delay)
+        gym.Wrapper.__init__(self, env)
+        self.delay = int(delay)
+        self._guard = EpisodeGuard("DelayedReward")
+        self._pending = 0.0
+        self._return = 0.0
+        self._t = 0
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._pending, self._return, self._t = 0.0, 0.0, 0
+        self._guard.running = True
+        return obs, info
+
+    def step(self, action):
+        self._guard.check_step()
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        r = check_reward(reward, "DelayedReward")
+        self._t += 1
+        self._return += r
+        self._pending += r
+        diag = info.setdefault(INFO_KEY, {})
+        diag["env_reward"] = r
+        if terminated or truncated or self._t % self.delay == 0:
+            paid, self._pending = self._pending, 0.0
+        else:
+            paid = 0.0
+        if terminated or truncated:
+            self._guard.running = False
+            diag["episode_return"] = self._return
+            diag["episode_length"] = self._t
+        return obs, paid, terminated, truncated, info

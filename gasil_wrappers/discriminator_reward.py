@@ -1,0 +1,70 @@
+"""DiscriminatorRewardWrapper: GASIL's shaped reward r' = w·r − α(t)·log D(s, a) (paper, Eq. 11)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from gasil_wrappers._checks import EpisodeGuard, check_action, check_reward
+from gasil_wrappers.config import INFO_KEY
+from gasil_wrappers.state import GASILState
+
+__all__ = ["DiscriminatorRewardWrapper"]
+
+
+class DiscriminatorRewardWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Replace the reward by ``w·r + α(t)·softplus(−logit D(s, a))`` using a shared GASILState.
+
+    ``s`` is the observation the agent acted on and ``a`` its action. Each step also records (s, a) as
+    a current-policy sample in the state, which trains D out of band on its cadence: the learner never
+    calls D. ``w`` and α's schedule come from the state's config; ``w = 0`` is pure GASIL (Algorithm 1).
+    Puts ``discriminator_reward``, ``alpha`` and ``shaped_reward`` under ``info["gasil"]``.
+
+    Note:
+        Until the buffer holds an episode and D has trained once, the reward is the env reward.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> from gasil_wrappers import GASILConfig, GASILState, TopKEpisodeRecorder
+        >>> state = GASILState(GASILConfig(gasil=True, d_every=100, seed=0))
+        >>> env = DiscriminatorRewardWrapper(TopKEpisodeRecorder(gym.make("Pendulum-v1"), state), state)
+        >>> _ = env.reset(seed=123)
+        >>> for _ in range(250):
+        ...     _, reward, terminated, truncated, info = env.step([0.0])
+        ...     if terminated or truncated:
+        ...         _ = env.reset()
+        >>> state.rounds  # D first trains when the first episode ends, at step 200
+        1
+        >>> round(info["gasil"]["discriminator_reward"], 3)  # -log D(s, a) for the last step
+        0.765
+    """
+
+    def __init__(self, env: gym.Env, state: GASILState):
+        gym.utils.RecordConstructorArgs.__init__(self, state=state)
+        gym.Wrapper.__init__(self, env)
+        self.state = state
+        state.attach(env.observation_space, env.action_space)
+        self._act_shape = env.action_space.shape
+        self._guard = EpisodeGuard("DiscriminatorRewardWrapper")
+        self._last_obs = None
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.state.seed_if_unset(seed)
+        self._last_obs = obs
+        self._guard.running = True
+        return obs, info
+
+    def step(self, action):
+        self._guard.check_step()
+        action = check_action(action, self._act_shape, "DiscriminatorRewardWrapper")
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        r = check_reward(reward, "DiscriminatorRewardWrapper")
+        shaped, d_reward, alpha = self.state.shaped_reward(self._last_obs, action, r)
+        diag = info.setdefault(INFO_KEY, {})
+        diag["discriminator_reward"] = d_reward
+        diag["alpha"] = alpha
+        diag["shaped_reward"] = shaped
+        self._last_obs = obs
+        if terminated or truncated:
+            self._guard.running = False
+        return obs, shaped, terminated, truncated, info

@@ -1,0 +1,54 @@
+"""Env ids, so a script that only takes an id string gets the paper's settings.
+
+``gym.make("gasil_wrappers:<id>")`` imports this package, which registers:
+
+- ``Delayed<Task>-v4/v5``: reward delayed by 20 steps (paper, Section 5.4), PPO's task.
+- ``GASIL-Delayed<Task>-v4/v5``: the same with GASIL's shaped reward (Figure 6).
+- ``GASIL-<Task>-v4/v5``: GASIL on the plain task (Figure 4).
+- ``NoisyWalker2d-v4/v5`` and ``GASIL-NoisyWalker2d-v4/v5``: observation noise σ=0.1 (Figure 5).
+- ``PointMass-v0`` and ``GASIL-PointMass-v0``: the 2D point-mass task (Section 5.2).
+
+for every MuJoCo task this Gymnasium version has (v5 needs gymnasium >= 1.0). Every GASILConfig
+field can be overridden: ``gym.make("gasil_wrappers:GASIL-DelayedHopper-v5", alpha=0.2)``.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from gasil_wrappers.config import GASILConfig
+from gasil_wrappers.stack import wrap_stack
+
+__all__ = ["make_stack_env", "register_envs", "MUJOCO_TASKS"]
+
+MUJOCO_TASKS = ("Hopper", "Walker2d", "HalfCheetah", "Ant", "Humanoid", "Swimmer")
+PAPER_DELAY = 20
+PAPER_NOISE_STD = 0.1
+
+
+def make_stack_env(base_id: str, render_mode: str | None = None, **settings) -> gym.Env:
+    """Entry point of every registered id: ``gym.make(base_id)`` wrapped per ``GASILConfig(**settings)``."""
+    return wrap_stack(gym.make(base_id, render_mode=render_mode), GASILConfig(**settings))
+
+
+def _register(env_id: str, base_id: str, **settings) -> None:
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=make_stack_env, kwargs={"base_id": base_id, **settings})
+
+
+def register_envs() -> None:
+    """Register all ids (idempotent)."""
+    if "PointMass-v0" not in gym.registry:
+        gym.register("PointMass-v0", entry_point="gasil_wrappers.envs.point_mass:PointMassEnv")
+    _register("GASIL-PointMass-v0", "PointMass-v0", gasil=True)
+    for task in MUJOCO_TASKS:
+        for version in ("v4", "v5"):
+            base = f"{task}-{version}"
+            if base not in gym.registry:
+                continue
+            _register(f"Delayed{task}-{version}", base, delay=PAPER_DELAY)
+            _register(f"GASIL-Delayed{task}-{version}", base, delay=PAPER_DELAY, gasil=True)
+            _register(f"GASIL-{task}-{version}", base, gasil=True)
+            if task == "Walker2d":
+                _register(f"Noisy{task}-{version}", base, obs_noise_std=PAPER_NOISE_STD)
+                _register(f"GASIL-Noisy{task}-{version}", base, obs_noise_std=PAPER_NOISE_STD, gasil=True)

@@ -1,0 +1,286 @@
+"""GASILState: the one owner of GASIL's out-of-band state.
+
+It owns the good-trajectory buffer, the recent policy samples, the discriminator (with its optimizer
+and input normalizer), the step counters, the α schedule and the random generator, and it trains D on
+its own cadence between env steps. The two GASIL wrappers hold a reference to it; a trainer never
+calls it, but may read ``diagnostics()`` and checkpoint it with ``state_dict()``/``load_state_dict()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import weakref
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from gasil_wrappers.config import GASILConfig
+from gasil_wrappers.discriminator import Discriminator
+from gasil_wrappers.topk import GoodTrajectoryBuffer
+
+__all__ = ["GASILState", "find_state"]
+
+_STATE_FORMAT = 1
+_shared: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def _flat_dim(space: gym.Space, what: str) -> int:
+    if not isinstance(space, gym.spaces.Box):
+        raise TypeError(f"GASILState: needs a Box {what} space, got {space}")
+    return int(np.prod(space.shape))
+
+
+class GASILState:
+    """Buffer, recent policy samples, discriminator, counters and schedule of one GASIL run.
+
+    Training cadence: every policy step (summed over all sub-envs sharing this state) is recorded in a
+    ring of the last ``d_every`` samples. Once ``d_every`` steps have passed since the last round and
+    the buffer holds an episode, D takes ``d_updates`` minibatch steps of ``d_batch_size`` current-policy
+    rows against as many good-buffer rows, and its numpy snapshot is refreshed.
+
+    Shaped reward: ``w·r + α(t)·(−log D(s,a))`` with ``t`` the number of policy steps so far.
+
+    Note:
+        Until the buffer holds an episode *and* D has trained once, the shaped reward is the env
+        reward ``r`` itself (unweighted, also for ``w = 0``): an untrained D carries no information.
+
+    Note:
+        ``copy.deepcopy`` returns the same object: the state is a shared service, and a silent copy
+        would fork D and the buffer (wrappers are deep-copied by ``env.spec``).
+
+    Example:
+        >>> state = GASILState(GASILConfig(gasil=True, alpha=0.5, alpha_start=100, alpha_end=300))
+        >>> [state.alpha_at(t) for t in (0, 100, 200, 300, 1000)]
+        [0.0, 0.0, 0.25, 0.5, 0.5]
+    """
+
+    def __init__(self, config: GASILConfig | None = None):
+        self.config = config if config is not None else GASILConfig(gasil=True)
+        c = self.config
+        self.buffer = GoodTrajectoryBuffer(c.buffer_steps, c.gamma)
+        self.discriminator: Discriminator | None = None
+        self.obs_dim: int | None = None
+        self.act_dim: int | None = None
+        self._seed = c.seed
+        self._rng: np.random.Generator | None = None
+        self.policy_steps = 0
+        self.rounds = 0
+        self._since_round = 0
+        self._recent: np.ndarray | None = None
+        self._cursor = 0
+        self._n_recent = 0
+        self._good_x: np.ndarray | None = None
+        self._good_version = -1
+        self._last_stats = {"d_loss": math.nan, "d_acc_policy": math.nan, "d_acc_buffer": math.nan}
+
+    # --- sharing ---------------------------------------------------------------------------------
+    @classmethod
+    def shared(cls, config: GASILConfig, env_key: str) -> GASILState:
+        """The live state for (config, env_key) in this process, created on first use.
+
+        Sub-envs made by separate ``gym.make`` calls with the same base env and the same config
+        (``group`` included) get one state, as long as any of them is alive.
+        """
+        key = (config, env_key)
+        state = _shared.get(key)
+        if state is None:
+            state = cls(config)
+            _shared[key] = state
+        return state
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def attach(self, observation_space: gym.Space, action_space: gym.Space) -> None:
+        """Called by each wrapper that uses this state; fixes (and checks) the input dimensions."""
+        obs_dim, act_dim = _flat_dim(observation_space, "observation"), _flat_dim(action_space, "action")
+        if self.obs_dim is None:
+            self.obs_dim, self.act_dim = obs_dim, act_dim
+            self._recent = np.empty((self.config.d_every, obs_dim + act_dim))
+        elif (obs_dim, act_dim) != (self.obs_dim, self.act_dim):
+            raise ValueError(
+                f"GASILState: an env with observation dim {obs_dim} and action dim {act_dim} cannot share a "
+                f"state built for ({self.obs_dim}, {self.act_dim}); give it another `group`"
+            )
+
+    def seed_if_unset(self, seed: int | None) -> None:
+        """Take the first reset seed seen as the state's seed, unless the config fixed one."""
+        if self._seed is None and seed is not None and self._rng is None:
+            self._seed = int(seed)
+
+    @property
+    def rng(self) -> np.random.Generator:
+        if self._rng is None:
+            self._rng = np.random.default_rng(self._seed)
+        return self._rng
+
+    # --- per-step API (called by the wrappers) ----------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """Whether D has trained at least once (which needs an episode in the buffer)."""
+        return self.rounds > 0
+
+    def alpha_at(self, step: int) -> float:
+        """α(t): 0 until ``alpha_start``, linear up to ``alpha`` at ``alpha_end``, then constant."""
+        c = self.config
+        if step >= c.alpha_end:
+            return c.alpha
+        if step < c.alpha_start:
+            return 0.0
+        return c.alpha * (step - c.alpha_start) / (c.alpha_end - c.alpha_start)
+
+    def add_episode(self, obs, actions, rewards) -> bool:
+        """Offer a finished episode to the good-trajectory buffer."""
+        n = len(rewards)
+        return self.buffer.add(np.reshape(obs, (n, -1)), np.reshape(actions, (n, -1)), rewards)
+
+    def shaped_reward(self, obs, action, env_reward: float) -> tuple[float, float, float]:
+        """Record (s, a) as a current-policy sample and return (shaped reward, −log D(s,a), α).
+
+        The reward uses D as it is now; a training round that this step completes affects later steps.
+        """
+        od = self.obs_dim
+        row = self._recent[self._cursor]
+        row[:od] = np.ravel(obs)
+        row[od:] = np.ravel(action)
+        if self.rounds:
+            d_reward = float(self.discriminator.reward(row))
+            alpha = self.alpha_at(self.policy_steps)
+            shaped = self.config.env_reward_weight * env_reward + alpha * d_reward
+        else:
+            d_reward, alpha, shaped = 0.0, 0.0, env_reward
+        self._cursor = (self._cursor + 1) % len(self._recent)
+        self._n_recent = min(self._n_recent + 1, len(self._recent))
+        self.policy_steps += 1
+        self._since_round += 1
+        if self._since_round >= self.config.d_every and len(self.buffer):
+            self.train_round()
+        return shaped, d_reward, alpha
+
+    def discriminator_reward(self, obs, action) -> np.ndarray:
+        """−log D(s, a) for rows of observations and actions (no recording; for analysis and plots)."""
+        if not self.ready:
+            raise RuntimeError("GASILState: the discriminator has not trained yet")
+        n = len(obs)
+        x = np.concatenate([np.reshape(obs, (n, -1)), np.reshape(action, (n, -1))], axis=1)
+        return self.discriminator.reward(x)
+
+    # --- training ----------------------------------------------------------------------------------
+    def _ensure_discriminator(self) -> Discriminator:
+        if self.discriminator is None:
+            c = self.config
+            self.discriminator = Discriminator(
+                self.obs_dim + self.act_dim, c.d_hidden, lr=c.d_lr, entropy_coef=c.d_entropy_coef,
+                input_clip=c.d_input_clip, rng=self.rng,
+            )
+        return self.discriminator
+
+    def good_samples(self) -> np.ndarray:
+        """All (s, a) rows of the good-trajectory buffer, concatenated (cached until the buffer changes)."""
+        if self._good_version != self.buffer.version:
+            self._good_x = np.concatenate(
+                [np.concatenate([e.obs, e.actions], axis=1) for e in self.buffer.episodes]
+            )
+            self._good_version = self.buffer.version
+        return self._good_x
+
+    def train_round(self) -> dict[str, float]:
+        """One out-of-band round: ``d_updates`` minibatches of recent policy rows vs good-buffer rows."""
+        if not len(self.buffer) or not self._n_recent:
+            raise RuntimeError("GASILState: training needs an episode in the buffer and policy samples")
+        c = self.config
+        self._last_stats = self._ensure_discriminator().train(
+            self._recent[: self._n_recent], self.good_samples(),
+            updates=c.d_updates, batch_size=c.d_batch_size, rng=self.rng,
+        )
+        self.rounds += 1
+        self._since_round = 0
+        return self._last_stats
+
+    # --- reading -----------------------------------------------------------------------------------
+    def diagnostics(self) -> dict[str, float]:
+        """D loss and per-class accuracy of the last round, buffer statistics, counters and α."""
+        returns = self.buffer.returns()
+        return {
+            **self._last_stats,
+            "rounds": self.rounds,
+            "policy_steps": self.policy_steps,
+            "alpha": self.alpha_at(self.policy_steps) if self.ready else 0.0,
+            "buffer_episodes": len(self.buffer),
+            "buffer_steps": self.buffer.num_steps,
+            "buffer_mean_return": float(returns.mean()) if len(returns) else math.nan,
+            "buffer_min_return": float(returns.min()) if len(returns) else math.nan,
+            "buffer_max_return": float(returns.max()) if len(returns) else math.nan,
+            "rejected_episodes": self.buffer.rejected,
+        }
+
+    # --- persistence -------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to continue bitwise identically: a dict of tensors and Python values."""
+        return {
+            "format": _STATE_FORMAT,
+            "config": dataclasses.asdict(self.config),
+            "dims": (self.obs_dim, self.act_dim),
+            "buffer": {
+                "episodes": [tuple(torch.from_numpy(a) for a in ep) for ep in
+                             self.buffer.state_dict()["episodes"]],
+                "rejected": self.buffer.rejected,
+            },
+            "recent": None if self._recent is None else torch.from_numpy(self._recent.copy()),
+            "cursor": self._cursor,
+            "n_recent": self._n_recent,
+            "since_round": self._since_round,
+            "policy_steps": self.policy_steps,
+            "rounds": self.rounds,
+            "seed": self._seed,
+            "rng": None if self._rng is None else self._rng.bit_generator.state,
+            "discriminator": None if self.discriminator is None else self.discriminator.state_dict(),
+            "last_stats": dict(self._last_stats),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore from :meth:`state_dict`; a mismatched or malformed state raises ``ValueError``."""
+        try:
+            if state.get("format") != _STATE_FORMAT:
+                raise ValueError(f"unknown format {state.get('format')!r}")
+            mine = dataclasses.asdict(self.config)
+            theirs = dict(state["config"])
+            for name in ("d_hidden", "buffer_steps", "gamma", "d_every"):
+                if tuple(np.ravel(mine[name])) != tuple(np.ravel(theirs[name])):
+                    raise ValueError(f"config field {name}: saved {theirs[name]!r}, this state {mine[name]!r}")
+            dims = tuple(state["dims"])
+            if self.obs_dim is not None and dims != (self.obs_dim, self.act_dim):
+                raise ValueError(f"saved for (obs, action) dims {dims}, this env has "
+                                 f"{(self.obs_dim, self.act_dim)}")
+            self.obs_dim, self.act_dim = dims
+            self.buffer.load_state_dict({
+                "episodes": [tuple(t.numpy() for t in ep) for ep in state["buffer"]["episodes"]],
+                "rejected": state["buffer"]["rejected"],
+            })
+            self._recent = None if state["recent"] is None else state["recent"].numpy().copy()
+            self._cursor, self._n_recent = int(state["cursor"]), int(state["n_recent"])
+            self._since_round = int(state["since_round"])
+            self.policy_steps, self.rounds = int(state["policy_steps"]), int(state["rounds"])
+            self._seed = state["seed"]
+            self._rng = None
+            if state["rng"] is not None:
+                self._rng = np.random.default_rng()
+                self._rng.bit_generator.state = state["rng"]
+            self.discriminator = None
+            if state["discriminator"] is not None:
+                self._ensure_discriminator().load_state_dict(state["discriminator"])
+            self._last_stats = dict(state["last_stats"])
+        except (KeyError, TypeError, AttributeError, RuntimeError, ValueError) as e:
+            raise ValueError(f"GASILState.load_state_dict: incompatible or corrupt state ({e})") from e
+
+
+def find_state(env: gym.Env) -> GASILState | None:
+    """The GASILState used by a wrapper in ``env``'s wrapper chain, or None."""
+    while env is not None:
+        state = vars(env).get("state")  # not getattr: gymnasium 0.29 forwards unknown attributes
+        if isinstance(state, GASILState):
+            return state
+        env = getattr(env, "env", None)
+    return None

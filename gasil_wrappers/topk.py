@@ -1,0 +1,197 @@
+"""The good-trajectory buffer (top-K episodes by discounted return) and the wrapper that feeds it.
+
+- :class:`Episode`: one finished episode (observations the agent saw, its actions, its rewards).
+- :class:`GoodTrajectoryBuffer`: the paper's buffer B, capacity counted in steps.
+- :class:`TopKEpisodeRecorder`: records every episode of an env and offers it to the buffer.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+
+from gasil_wrappers._checks import EpisodeGuard, check_action, check_reward
+
+__all__ = ["Episode", "GoodTrajectoryBuffer", "TopKEpisodeRecorder", "discounted_return"]
+
+
+def discounted_return(rewards: np.ndarray, gamma: float) -> float:
+    """R = Σ_t γ^t r_t (the paper's ranking of episodes, Section 4.1)."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    return float(np.dot(gamma ** np.arange(len(rewards)), rewards))
+
+
+@dataclass
+class Episode:
+    """A finished episode: ``obs[t]`` is what the agent saw when it chose ``actions[t]``."""
+
+    obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    ret: float = field(default=math.nan)
+
+    def __len__(self) -> int:
+        return len(self.rewards)
+
+
+class GoodTrajectoryBuffer:
+    """The best past episodes by discounted return, within a capacity counted in steps.
+
+    Contents are defined by ranking alone, so they do not depend on insertion order: rank every
+    episode ever offered by return (ties: earlier first), then keep the longest prefix of that ranking
+    whose total length fits in ``capacity_steps``. The best episode is always kept, even when it alone
+    is longer than the capacity (otherwise a 500-step buffer on 1000-step episodes, the paper's
+    Figure 7a, would stay empty).
+
+    Arrays are copied on insert. A non-finite return is never stored: it is rejected, counted in
+    ``rejected`` and warned about once.
+
+    Example:
+        >>> buf = GoodTrajectoryBuffer(capacity_steps=3, gamma=1.0)
+        >>> for r in (1.0, 5.0, 3.0):
+        ...     _ = buf.add(np.zeros((1, 2)), np.zeros((1, 1)), np.array([r]))
+        >>> [ep.ret for ep in buf.episodes]
+        [5.0, 3.0, 1.0]
+        >>> _ = buf.add(np.zeros((2, 2)), np.zeros((2, 1)), np.array([2.0, 2.0]))
+        >>> [ep.ret for ep in buf.episodes]
+        [5.0, 4.0]
+    """
+
+    def __init__(self, capacity_steps: int, gamma: float = 0.99):
+        if capacity_steps < 1:
+            raise ValueError(f"GoodTrajectoryBuffer: capacity_steps must be >= 1, got {capacity_steps}")
+        self.capacity_steps = int(capacity_steps)
+        self.gamma = float(gamma)
+        self.episodes: list[Episode] = []  # best first
+        self._keys: list[tuple[float, int]] = []  # (-return, arrival) in the same order
+        self._arrivals = itertools.count()
+        self.num_steps = 0
+        self.rejected = 0
+        self.version = 0  # bumped on every change, so readers can cache flattened views
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def add(self, obs, actions, rewards) -> bool:
+        """Offer an episode; returns whether it is in the buffer afterwards."""
+        obs, actions = np.array(obs, copy=True), np.array(actions, copy=True)
+        rewards = np.array(rewards, dtype=np.float64, copy=True)
+        if not len(obs) == len(actions) == len(rewards) > 0:
+            raise ValueError(
+                f"GoodTrajectoryBuffer: obs, actions and rewards need the same non-zero length, got "
+                f"{len(obs)}, {len(actions)}, {len(rewards)}"
+            )
+        with np.errstate(over="ignore", invalid="ignore"):
+            ret = discounted_return(rewards, self.gamma)
+        if not math.isfinite(ret):
+            if self.rejected == 0:
+                warnings.warn(
+                    f"GoodTrajectoryBuffer: rejected an episode with non-finite return {ret}; "
+                    "further rejections are only counted (see .rejected)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            self.rejected += 1
+            return False
+        key = (-ret, next(self._arrivals))
+        i = bisect.bisect(self._keys, key)
+        episode = Episode(obs, actions, rewards, ret)
+        self._keys.insert(i, key)
+        self.episodes.insert(i, episode)
+        self.num_steps += len(episode)
+        while self.num_steps > self.capacity_steps and len(self.episodes) > 1:
+            self._keys.pop()
+            self.num_steps -= len(self.episodes.pop())
+        self.version += 1
+        return any(e is episode for e in self.episodes)
+
+    def returns(self) -> np.ndarray:
+        """Returns of the stored episodes, best first."""
+        return np.array([e.ret for e in self.episodes])
+
+    def state_dict(self) -> dict:
+        return {
+            "episodes": [(e.obs, e.actions, e.rewards) for e in self.episodes],
+            "rejected": self.rejected,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.__init__(self.capacity_steps, self.gamma)
+        for obs, actions, rewards in state["episodes"]:
+            self.add(np.asarray(obs), np.asarray(actions), np.asarray(rewards))
+        self.rejected = int(state["rejected"])
+
+
+class TopKEpisodeRecorder(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """Record every finished episode and offer it to the good-trajectory buffer of a GASILState.
+
+    The recorder sees what the agent sees before GASIL's shaping: the observations the policy acted on
+    (noisy, under ObservationNoise) and the reward it is given (delayed, under DelayedReward), so the
+    buffer ranks episodes by that reward. Episodes are written into preallocated arrays that grow by
+    doubling, and copied into the buffer when they end.
+
+    Note:
+        A NaN/inf or wrongly shaped action, or a non-finite reward, raises ``ValueError``; the episode
+        in progress is then never written to the buffer.
+
+    Example:
+        >>> import gymnasium as gym
+        >>> from gasil_wrappers import GASILConfig, GASILState
+        >>> state = GASILState(GASILConfig(top_k=True, buffer_steps=400))
+        >>> env = TopKEpisodeRecorder(gym.make("Pendulum-v1"), state)
+        >>> _ = env.reset(seed=123)
+        >>> while not env.step([0.0])[3]:
+        ...     pass
+        >>> len(state.buffer), state.buffer.num_steps
+        (1, 200)
+    """
+
+    def __init__(self, env: gym.Env, state):
+        gym.utils.RecordConstructorArgs.__init__(self, state=state)
+        gym.Wrapper.__init__(self, env)
+        self.state = state
+        state.attach(env.observation_space, env.action_space)
+        self._act_shape = env.action_space.shape
+        self._guard = EpisodeGuard("TopKEpisodeRecorder")
+        self._obs = np.empty((1024,) + env.observation_space.shape, np.float64)
+        self._act = np.empty((1024,) + self._act_shape, np.float64)
+        self._rew = np.empty(1024, np.float64)
+        self._t = 0
+        self._last_obs = None
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.state.seed_if_unset(seed)
+        self._t = 0
+        self._last_obs = obs
+        self._guard.running = True
+        return obs, info
+
+    def step(self, action):
+        self._guard.check_step()
+        action = check_action(action, self._act_shape, "TopKEpisodeRecorder")
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        try:
+            r = check_reward(reward, "TopKEpisodeRecorder")
+        except ValueError:
+            self._guard.running = False  # the episode is spoiled: nothing of it reaches the buffer
+            raise
+        t = self._t
+        if t == len(self._rew):
+            self._obs, self._act, self._rew = (np.concatenate([a, np.empty_like(a)]) for a in
+                                               (self._obs, self._act, self._rew))
+        self._obs[t] = self._last_obs
+        self._act[t] = action
+        self._rew[t] = r
+        self._t = t + 1
+        self._last_obs = obs
+        if terminated or truncated:
+            self._guard.running = False
+            self.state.add_episode(self._obs[: t + 1], self._act[: t + 1], self._rew[: t + 1])
+        return obs, reward, terminated, truncated, info
