@@ -223,11 +223,7 @@ class GASILState:
             "format": _STATE_FORMAT,
             "config": dataclasses.asdict(self.config),
             "dims": (self.obs_dim, self.act_dim),
-            "buffer": {
-                "episodes": [tuple(torch.from_numpy(a) for a in ep) for ep in
-                             self.buffer.state_dict()["episodes"]],
-                "rejected": self.buffer.rejected,
-            },
+            "buffer": self._buffer_state(),
             "recent": None if self._recent is None else torch.from_numpy(self._recent.copy()),
             "cursor": self._cursor,
             "n_recent": self._n_recent,
@@ -240,6 +236,11 @@ class GASILState:
             "last_stats": dict(self._last_stats),
         }
 
+    def _buffer_state(self) -> dict:
+        state = self.buffer.state_dict()
+        state["episodes"] = [tuple(torch.from_numpy(a) for a in ep) for ep in state["episodes"]]
+        return state
+
     def load_state_dict(self, state: dict) -> None:
         """Restore from :meth:`state_dict`; a mismatched or malformed state raises ``ValueError``."""
         try:
@@ -249,28 +250,27 @@ class GASILState:
             theirs = dict(state["config"])
             for name in ("d_hidden", "buffer_steps", "gamma", "d_every"):
                 if tuple(np.ravel(mine[name])) != tuple(np.ravel(theirs[name])):
-                    raise ValueError(f"config field {name}: saved {theirs[name]!r}, this state {mine[name]!r}")
+                    raise ValueError(f"config field {name}: saved {theirs[name]!r}, here {mine[name]!r}")
             dims = tuple(state["dims"])
             if self.obs_dim is not None and dims != (self.obs_dim, self.act_dim):
                 raise ValueError(f"saved for (obs, action) dims {dims}, this env has "
                                  f"{(self.obs_dim, self.act_dim)}")
             self.obs_dim, self.act_dim = dims
-            self.buffer.load_state_dict({
-                "episodes": [tuple(t.numpy() for t in ep) for ep in state["buffer"]["episodes"]],
-                "rejected": state["buffer"]["rejected"],
-            })
+            buffer_state = dict(state["buffer"])
+            buffer_state["episodes"] = [tuple(t.numpy() for t in ep) for ep in buffer_state["episodes"]]
+            self.buffer.load_state_dict(buffer_state)
             self._recent = None if state["recent"] is None else state["recent"].numpy().copy()
             self._cursor, self._n_recent = int(state["cursor"]), int(state["n_recent"])
             self._since_round = int(state["since_round"])
             self.policy_steps, self.rounds = int(state["policy_steps"]), int(state["rounds"])
+            self.discriminator = None
+            if state["discriminator"] is not None:  # built before the RNG is restored: init draws from it
+                self._ensure_discriminator().load_state_dict(state["discriminator"])
             self._seed = state["seed"]
             self._rng = None
             if state["rng"] is not None:
                 self._rng = np.random.default_rng()
                 self._rng.bit_generator.state = state["rng"]
-            self.discriminator = None
-            if state["discriminator"] is not None:
-                self._ensure_discriminator().load_state_dict(state["discriminator"])
             self._last_stats = dict(state["last_stats"])
         except (KeyError, TypeError, AttributeError, RuntimeError, ValueError) as e:
             raise ValueError(f"GASILState.load_state_dict: incompatible or corrupt state ({e})") from e

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -47,7 +46,9 @@ class GoodTrajectoryBuffer:
     episode ever offered by return (ties: earlier first), then keep the longest prefix of that ranking
     whose total length fits in ``capacity_steps``. The best episode is always kept, even when it alone
     is longer than the capacity (otherwise a 500-step buffer on 1000-step episodes, the paper's
-    Figure 7a, would stay empty).
+    Figure 7a, would stay empty). To keep that definition incrementally, the buffer remembers the best
+    episode it ever evicted and turns away anything ranked below it: a short, worse episode must not
+    slip into the room a better, longer one left.
 
     Arrays are copied on insert. A non-finite return is never stored: it is rejected, counted in
     ``rejected`` and warned about once.
@@ -70,7 +71,8 @@ class GoodTrajectoryBuffer:
         self.gamma = float(gamma)
         self.episodes: list[Episode] = []  # best first
         self._keys: list[tuple[float, int]] = []  # (-return, arrival) in the same order
-        self._arrivals = itertools.count()
+        self._arrivals = 0
+        self._cutoff: tuple[float, int] | None = None  # key of the best episode ever evicted
         self.num_steps = 0
         self.rejected = 0
         self.version = 0  # bumped on every change, so readers can cache flattened views
@@ -99,14 +101,18 @@ class GoodTrajectoryBuffer:
                 )
             self.rejected += 1
             return False
-        key = (-ret, next(self._arrivals))
+        key = (-ret, self._arrivals)
+        self._arrivals += 1
+        if self._cutoff is not None and key > self._cutoff:
+            return False
         i = bisect.bisect(self._keys, key)
         episode = Episode(obs, actions, rewards, ret)
         self._keys.insert(i, key)
         self.episodes.insert(i, episode)
         self.num_steps += len(episode)
         while self.num_steps > self.capacity_steps and len(self.episodes) > 1:
-            self._keys.pop()
+            evicted = self._keys.pop()
+            self._cutoff = evicted if self._cutoff is None else min(self._cutoff, evicted)
             self.num_steps -= len(self.episodes.pop())
         self.version += 1
         return any(e is episode for e in self.episodes)
@@ -118,14 +124,22 @@ class GoodTrajectoryBuffer:
     def state_dict(self) -> dict:
         return {
             "episodes": [(e.obs, e.actions, e.rewards) for e in self.episodes],
+            "keys": list(self._keys),
+            "cutoff": self._cutoff,
+            "arrivals": self._arrivals,
             "rejected": self.rejected,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.__init__(self.capacity_steps, self.gamma)
-        for obs, actions, rewards in state["episodes"]:
-            self.add(np.asarray(obs), np.asarray(actions), np.asarray(rewards))
+        episodes = [Episode(np.array(o), np.array(a), np.array(r, dtype=np.float64), -key[0])
+                    for (o, a, r), key in zip(state["episodes"], state["keys"], strict=True)]
+        self.episodes = episodes
+        self._keys = [tuple(k) for k in state["keys"]]
+        self._cutoff = None if state["cutoff"] is None else tuple(state["cutoff"])
+        self._arrivals = int(state["arrivals"])
         self.rejected = int(state["rejected"])
+        self.num_steps = sum(len(e) for e in episodes)
+        self.version += 1
 
 
 class TopKEpisodeRecorder(gym.Wrapper, gym.utils.RecordConstructorArgs):

@@ -1,0 +1,62 @@
+"""Scripted environments whose rewards and observations can be written down by hand."""
+
+from __future__ import annotations
+
+import itertools
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+
+class ScriptedEnv(gym.Env):
+    """Observation ``[t, offset]`` with ``t`` the step in the episode; reward ``rewards[t]``.
+
+    The episode terminates after ``len(rewards)`` steps (or is truncated, with ``truncate=True``).
+    ``offset`` is drawn from ``np_random`` at reset, so seeding is observable. Actions are 2-D in [-1, 1].
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, rewards=(1.0,) * 50, truncate: bool = False, obs_offset: float | None = None):
+        self.rewards = list(rewards)
+        self.truncate = truncate
+        self.obs_offset = obs_offset
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float64)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.t = 0
+        self.offset = 0.0
+
+    def _obs(self):
+        return np.array([self.t, self.offset], dtype=np.float64)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        self.offset = self.obs_offset if self.obs_offset is not None else float(self.np_random.uniform())
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = self.rewards[self.t]
+        self.t += 1
+        done = self.t >= len(self.rewards)
+        return self._obs(), reward, done and not self.truncate, done and self.truncate, {}
+
+
+@pytest.fixture
+def scripted():
+    return ScriptedEnv
+
+
+_groups = itertools.count()
+
+
+@pytest.fixture
+def group():
+    """A fresh GASILState group name, so tests never share state."""
+    return f"test-{next(_groups)}"
+
+
+def mujoco_id(task: str) -> str:
+    """The newest MuJoCo version of ``task`` this Gymnasium has (v5 from 1.0, v4 on 0.29)."""
+    return f"{task}-v5" if f"{task}-v5" in gym.registry else f"{task}-v4"

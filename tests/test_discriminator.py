@@ -1,0 +1,99 @@
+import math
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gasil_wrappers import Discriminator, GASILConfig, GASILState
+from gasil_wrappers.discriminator import softplus
+
+
+def known_discriminator(final_bias=0.3):
+    """D with 2 inputs, one hidden unit: logit = 2*tanh(0.5*x0 - 1.0*x1 + 0.1) + final_bias."""
+    d = Discriminator(2, (1,), rng=np.random.default_rng(0))
+    with torch.no_grad():
+        first, last = d.net[0], d.net[2]
+        first.weight.copy_(torch.tensor([[0.5, -1.0]]))
+        first.bias.copy_(torch.tensor([0.1]))
+        last.weight.copy_(torch.tensor([[2.0]]))
+        last.bias.copy_(torch.tensor([final_bias]))
+    d.refresh_snapshot()  # normalizer is still mean 0, var 1
+    return d
+
+
+def test_numpy_forward_matches_hand_computation():
+    d = known_discriminator()
+    x = np.array([0.7, -0.2])
+    expected_logit = 2 * math.tanh(0.5 * 0.7 + 1.0 * 0.2 + 0.1) + 0.3
+    assert abs(d.logits(x) - expected_logit) < 1e-6
+    assert abs(d.reward(x) - math.log1p(math.exp(-expected_logit))) < 1e-6
+    rows = np.array([[0.7, -0.2], [0.0, 0.0]])
+    np.testing.assert_allclose(d.logits(rows), [expected_logit, 2 * math.tanh(0.1) + 0.3], atol=1e-6)
+
+
+def test_numpy_forward_matches_torch_forward():
+    d = Discriminator(5, (64, 64), rng=np.random.default_rng(1))
+    x = np.random.default_rng(2).normal(size=(32, 5))
+    torch_logits = d.net(torch.as_tensor(d.normalize(x), dtype=torch.float32)).squeeze(-1).detach().numpy()
+    np.testing.assert_allclose(d.logits(x), torch_logits, atol=1e-5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(-1e4, 1e4))
+def test_reward_is_finite_for_every_logit(logit):
+    d = known_discriminator(final_bias=logit)
+    with torch.no_grad():
+        d.net[2].weight.zero_()
+    d.refresh_snapshot()
+    r = d.reward(np.zeros(2))
+    assert math.isfinite(r) and r >= 0
+    stored = float(np.float32(logit))  # D's parameters are float32
+    assert math.isclose(r, float(softplus(-stored)), rel_tol=1e-12, abs_tol=1e-300)
+
+
+def test_gradient_is_finite_for_extreme_logits():
+    d = Discriminator(2, (1,), rng=np.random.default_rng(0))
+    logits = torch.tensor([-1e4, -50.0, 0.0, 50.0, 1e4], requires_grad=True)
+    loss = d.loss(logits, -logits)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+
+
+def separated_state(seed=0):
+    """A GASILState whose buffer holds (s, a) near +2 and whose policy samples sit near -2."""
+    rng = np.random.default_rng(seed)
+    state = GASILState(GASILConfig(gasil=True, d_every=256, seed=seed, gamma=1.0))
+    import gymnasium as gym
+
+    state.attach(gym.spaces.Box(-np.inf, np.inf, (3,)), gym.spaces.Box(-1, 1, (2,)))
+    for _ in range(4):
+        state.add_episode(rng.normal(2, 0.5, (50, 3)), rng.normal(0.5, 0.2, (50, 2)), np.ones(50))
+    return state, rng
+
+
+def test_discriminator_learns_to_separate_buffer_from_policy():
+    state, rng = separated_state()
+    for _ in range(256 * 10):  # ten training rounds with the paper's defaults (20 updates of 128, lr 1e-4)
+        state.shaped_reward(rng.normal(-2, 0.5, 3), rng.normal(-0.5, 0.2, 2), 0.0)
+    assert state.rounds == 10
+    diag = state.diagnostics()
+    assert diag["d_acc_policy"] > 0.9 and diag["d_acc_buffer"] > 0.9
+    policy = np.concatenate([rng.normal(-2, 0.5, (500, 3)), rng.normal(-0.5, 0.2, (500, 2))], axis=1)
+    good = np.concatenate([rng.normal(2, 0.5, (500, 3)), rng.normal(0.5, 0.2, (500, 2))], axis=1)
+    d = state.discriminator
+    accuracy = ((d.logits(policy) > 0).mean() + (d.logits(good) < 0).mean()) / 2
+    assert accuracy > 0.9
+    assert state.discriminator_reward(good[:, :3], good[:, 3:]).mean() > \
+        state.discriminator_reward(policy[:, :3], policy[:, 3:]).mean()
+
+
+def test_same_seed_same_discriminator():
+    a, rng_a = separated_state(seed=5)
+    b, rng_b = separated_state(seed=5)
+    for _ in range(600):
+        sa, aa = rng_a.normal(size=3), rng_a.normal(size=2)
+        sb, ab = rng_b.normal(size=3), rng_b.normal(size=2)
+        assert a.shaped_reward(sa, aa, 1.0) == b.shaped_reward(sb, ab, 1.0)
+    for pa, pb in zip(a.discriminator.net.parameters(), b.discriminator.net.parameters()):
+        assert torch.equal(pa, pb)
