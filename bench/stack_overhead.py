@@ -1,7 +1,9 @@
 """Full GASIL stack steps/s ÷ raw env steps/s on Hopper-v5 with random actions (goal: >= 0.90).
 
 Both envs are stepped with the same pre-drawn actions, alternating in blocks so drift in machine
-load hits both alike. The full stack includes D training on its cadence (every 2048 steps).
+load hits both alike, after one warm-up block each. The full stack is what
+``gym.make("gasil_wrappers:GASIL-DelayedHopper-v5")`` returns, D training on its cadence included
+(20 updates of 128 every 2048 steps).
 
     python bench/stack_overhead.py [--steps 50000]
 
@@ -40,6 +42,8 @@ def main() -> None:
     raw.reset(seed=0)
     stack.reset(seed=0)
     actions = np.random.default_rng(0).uniform(-1, 1, (args.block, 3)).astype(np.float32)
+    for env in (raw, stack):  # warm-up: first D round (torch's lazy init), caches, CPU frequency
+        run_block(env, actions)
     times = {"raw": 0.0, "stack": 0.0}
     for _ in range(args.steps // args.block):
         times["raw"] += run_block(raw, actions)

@@ -27,17 +27,6 @@ def check_reward(reward, where: str) -> float:
     return r
 
 
-class EpisodeGuard:
-    """Tracks whether an episode is running, so step() before reset() gives a clear error."""
-
-    __slots__ = ("where", "running")
-
-    def __init__(self, where: str):
-        self.where = where
-        self.running = False
-
-    def check_step(self) -> None:
-        if not self.running:
-            raise RuntimeError(
-                f"{self.where}: step() called before reset() or after the episode ended; call reset() first"
-            )
+def needs_reset(where: str) -> RuntimeError:
+    """The error for step() before reset() or after the episode ended."""
+    return RuntimeError(f"{where}: step() called before reset() or after the episode ended; call reset() first")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from gasil_wrappers._checks import EpisodeGuard, check_reward
+from gasil_wrappers._checks import check_reward, needs_reset
 from gasil_wrappers.config import INFO_KEY
 
 __all__ = ["DelayedReward"]
@@ -43,7 +43,7 @@ class DelayedReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         gym.utils.RecordConstructorArgs.__init__(self, delay=delay)
         gym.Wrapper.__init__(self, env)
         self.delay = int(delay)
-        self._guard = EpisodeGuard("DelayedReward")
+        self._running = False
         self._pending = 0.0
         self._return = 0.0
         self._t = 0
@@ -51,11 +51,12 @@ class DelayedReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def reset(self, *, seed=None, options=None):
         obs, info = self.env.reset(seed=seed, options=options)
         self._pending, self._return, self._t = 0.0, 0.0, 0
-        self._guard.running = True
+        self._running = True
         return obs, info
 
     def step(self, action):
-        self._guard.check_step()
+        if not self._running:
+            raise needs_reset("DelayedReward")
         obs, reward, terminated, truncated, info = self.env.step(action)
         r = check_reward(reward, "DelayedReward")
         self._t += 1
@@ -68,7 +69,7 @@ class DelayedReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         else:
             paid = 0.0
         if terminated or truncated:
-            self._guard.running = False
+            self._running = False
             diag["episode_return"] = self._return
             diag["episode_length"] = self._t
         return obs, paid, terminated, truncated, info

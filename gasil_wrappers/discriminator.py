@@ -73,7 +73,7 @@ class Discriminator:
             if i < len(sizes) - 2:
                 layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, fused=True)  # fewer kernel launches
         self.normalizer = RunningMeanStd(shape=(self.in_dim,))
         self.refresh_snapshot()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from gasil_wrappers._checks import EpisodeGuard, check_action, check_reward
+from gasil_wrappers._checks import check_action, check_reward, needs_reset
 from gasil_wrappers.config import INFO_KEY
 from gasil_wrappers.state import GASILState
 
@@ -44,18 +44,19 @@ class DiscriminatorRewardWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.state = state
         state.attach(env.observation_space, env.action_space)
         self._act_shape = env.action_space.shape
-        self._guard = EpisodeGuard("DiscriminatorRewardWrapper")
+        self._running = False
         self._last_obs = None
 
     def reset(self, *, seed=None, options=None):
         obs, info = self.env.reset(seed=seed, options=options)
         self.state.seed_if_unset(seed)
         self._last_obs = obs
-        self._guard.running = True
+        self._running = True
         return obs, info
 
     def step(self, action):
-        self._guard.check_step()
+        if not self._running:
+            raise needs_reset("DiscriminatorRewardWrapper")
         action = check_action(action, self._act_shape, "DiscriminatorRewardWrapper")
         obs, reward, terminated, truncated, info = self.env.step(action)
         r = check_reward(reward, "DiscriminatorRewardWrapper")
@@ -66,5 +67,5 @@ class DiscriminatorRewardWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         diag["shaped_reward"] = shaped
         self._last_obs = obs
         if terminated or truncated:
-            self._guard.running = False
+            self._running = False
         return obs, shaped, terminated, truncated, info

@@ -33,7 +33,9 @@ def make_stack_env(base_id: str, render_mode: str | None = None, **settings) -> 
 
 def _register(env_id: str, base_id: str, **settings) -> None:
     if env_id not in gym.registry:
-        gym.register(env_id, entry_point=make_stack_env, kwargs={"base_id": base_id, **settings})
+        # The base env made inside already has the env checker and order enforcing: don't add them twice.
+        gym.register(env_id, entry_point=make_stack_env, kwargs={"base_id": base_id, **settings},
+                     disable_env_checker=True, order_enforce=False)
 
 
 def register_envs() -> None:

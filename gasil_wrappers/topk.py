@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 
-from gasil_wrappers._checks import EpisodeGuard, check_action, check_reward
+from gasil_wrappers._checks import check_action, check_reward, needs_reset
 
 __all__ = ["Episode", "GoodTrajectoryBuffer", "TopKEpisodeRecorder", "discounted_return"]
 
@@ -172,7 +172,7 @@ class TopKEpisodeRecorder(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.state = state
         state.attach(env.observation_space, env.action_space)
         self._act_shape = env.action_space.shape
-        self._guard = EpisodeGuard("TopKEpisodeRecorder")
+        self._running = False
         self._obs = np.empty((1024,) + env.observation_space.shape, np.float64)
         self._act = np.empty((1024,) + self._act_shape, np.float64)
         self._rew = np.empty(1024, np.float64)
@@ -184,17 +184,18 @@ class TopKEpisodeRecorder(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.state.seed_if_unset(seed)
         self._t = 0
         self._last_obs = obs
-        self._guard.running = True
+        self._running = True
         return obs, info
 
     def step(self, action):
-        self._guard.check_step()
+        if not self._running:
+            raise needs_reset("TopKEpisodeRecorder")
         action = check_action(action, self._act_shape, "TopKEpisodeRecorder")
         obs, reward, terminated, truncated, info = self.env.step(action)
         try:
             r = check_reward(reward, "TopKEpisodeRecorder")
         except ValueError:
-            self._guard.running = False  # the episode is spoiled: nothing of it reaches the buffer
+            self._running = False  # the episode is spoiled: nothing of it reaches the buffer
             raise
         t = self._t
         if t == len(self._rew):
@@ -206,6 +207,6 @@ class TopKEpisodeRecorder(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._t = t + 1
         self._last_obs = obs
         if terminated or truncated:
-            self._guard.running = False
+            self._running = False
             self.state.add_episode(self._obs[: t + 1], self._act[: t + 1], self._rew[: t + 1])
         return obs, reward, terminated, truncated, info
