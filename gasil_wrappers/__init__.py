@@ -19,10 +19,12 @@ from gasil_wrappers.delayed_reward import DelayedReward
 from gasil_wrappers.discriminator import Discriminator
 from gasil_wrappers.discriminator_reward import DiscriminatorRewardWrapper
 from gasil_wrappers.observation_noise import ObservationNoise
+from gasil_wrappers.process_state import GASILOwnerError, ProcessGASILState, find_owner
 from gasil_wrappers.registration import register_envs
 from gasil_wrappers.stack import has_stack, make_env, wrap_stack
 from gasil_wrappers.state import GASILState, find_state
 from gasil_wrappers.topk import Episode, GoodTrajectoryBuffer, TopKEpisodeRecorder, discounted_return
+from gasil_wrappers.vector import GASILVectorReward, make_vec_stack  # gymnasium >= 1.0 to build
 
 __all__ = [
     "INFO_KEY",
@@ -31,14 +33,19 @@ __all__ = [
     "DiscriminatorRewardWrapper",
     "Episode",
     "GASILConfig",
+    "GASILOwnerError",
     "GASILState",
+    "GASILVectorReward",
     "GoodTrajectoryBuffer",
     "ObservationNoise",
+    "ProcessGASILState",
     "TopKEpisodeRecorder",
     "discounted_return",
+    "find_owner",
     "find_state",
     "has_stack",
     "make_env",
+    "make_vec_stack",
     "register_envs",
     "wrap_stack",
 ]

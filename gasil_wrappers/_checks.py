@@ -29,4 +29,6 @@ def check_reward(reward, where: str) -> float:
 
 def needs_reset(where: str) -> RuntimeError:
     """The error for step() before reset() or after the episode ended."""
-    return RuntimeError(f"{where}: step() called before reset() or after the episode ended; call reset() first")
+    return RuntimeError(
+        f"{where}: step() called before reset() or after the episode ended; call reset() first"
+    )

@@ -7,6 +7,9 @@
 - ``GASIL-<Task>-v4/v5``: GASIL on the plain task (Figure 4).
 - ``NoisyWalker2d-v4/v5`` and ``GASIL-NoisyWalker2d-v4/v5``: observation noise σ=0.1 (Figure 5).
 - ``PointMass-v0`` and ``GASIL-PointMass-v0``: the 2D point-mass task (Section 5.2).
+- ``PointMassExplore-v0``: the same layout with faster, cheaper moves (max speed 0.2, action cost
+  0.02), where random episodes often collect several objects, as the paper's first top-K
+  trajectories do (see docs/point_mass.md).
 
 for every MuJoCo task this Gymnasium version has (v5 needs gymnasium >= 1.0). Every GASILConfig
 field can be overridden: ``gym.make("gasil_wrappers:GASIL-DelayedHopper-v5", alpha=0.2)``.
@@ -43,6 +46,9 @@ def register_envs() -> None:
     if "PointMass-v0" not in gym.registry:
         gym.register("PointMass-v0", entry_point="gasil_wrappers.envs.point_mass:PointMassEnv")
     _register("GASIL-PointMass-v0", "PointMass-v0", gasil=True)
+    if "PointMassExplore-v0" not in gym.registry:
+        gym.register("PointMassExplore-v0", entry_point="gasil_wrappers.envs.point_mass:PointMassEnv",
+                     kwargs={"max_speed": 0.2, "action_cost": 0.02})
     for task in MUJOCO_TASKS:
         for version in ("v4", "v5"):
             base = f"{task}-{version}"

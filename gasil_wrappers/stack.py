@@ -34,7 +34,9 @@ def wrap_stack(env: gym.Env, config: GASILConfig, *, state: GASILState | None = 
     DelayedReward is always applied (with ``delay=1`` it only reports the true episodic return under
     ``info["gasil"]``). The recorder is added when ``config.gasil or config.top_k``, the reward wrapper
     when ``config.gasil``. Both use ``state`` or, by default, the live state shared by every env with
-    the same base env id and config in this process (see :meth:`GASILState.shared`).
+    the same base env id and config in this process (see :meth:`GASILState.shared`); with
+    ``config.backend == "process"`` the owner is a server process shared with subprocess workers
+    (see :meth:`gasil_wrappers.ProcessGASILState.shared`).
 
     Example:
         >>> import gymnasium as gym
@@ -43,15 +45,18 @@ def wrap_stack(env: gym.Env, config: GASILConfig, *, state: GASILState | None = 
         >>> find_state(env).config.delay
         20
     """
-    if config.backend != "inprocess":
-        raise NotImplementedError(f"GASILConfig.backend={config.backend!r} is not available yet")
     if config.obs_noise_std > 0:
         env = ObservationNoise(env, config.obs_noise_std)
     env = DelayedReward(env, config.delay)
     if config.records_buffer:
         if state is None:
             env_key = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
-            state = GASILState.shared(config, env_key)
+            if config.backend == "process":
+                from gasil_wrappers.process_state import ProcessGASILState
+
+                state = ProcessGASILState.shared(config, env_key)
+            else:
+                state = GASILState.shared(config, env_key)
         env = TopKEpisodeRecorder(env, state)
         if config.gasil:
             env = DiscriminatorRewardWrapper(env, state)

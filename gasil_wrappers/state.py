@@ -27,9 +27,9 @@ _shared: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
 def _flat_dim(space: gym.Space, what: str) -> int:
-    if not isinstance(space, gym.spaces.Box):
-        raise TypeError(f"GASILState: needs a Box {what} space, got {space}")
-    return int(np.prod(space.shape))
+    if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+        raise TypeError(f"GASILState: needs a 1-D Box {what} space (flatten it first), got {space}")
+    return space.shape[0]
 
 
 class GASILState:
@@ -133,8 +133,7 @@ class GASILState:
 
     def add_episode(self, obs, actions, rewards) -> bool:
         """Offer a finished episode to the good-trajectory buffer."""
-        n = len(rewards)
-        return self.buffer.add(np.reshape(obs, (n, -1)), np.reshape(actions, (n, -1)), rewards)
+        return self.buffer.add(obs, actions, rewards)
 
     def shaped_reward(self, obs, action, env_reward: float) -> tuple[float, float, float]:
         """Record (s, a) as a current-policy sample and return (shaped reward, −log D(s,a), α).
@@ -143,29 +142,44 @@ class GASILState:
         """
         od = self.obs_dim
         row = self._recent[self._cursor]
-        row[:od] = np.ravel(obs)
-        row[od:] = np.ravel(action)
+        row[:od] = obs
+        row[od:] = action
         if self.rounds:
             d_reward = float(self.discriminator.reward(row))
             alpha = self.alpha_at(self.policy_steps)
             shaped = self.config.env_reward_weight * env_reward + alpha * d_reward
         else:
             d_reward, alpha, shaped = 0.0, 0.0, env_reward
+        self._count_sample()
+        return shaped, d_reward, alpha
+
+    def record_samples(self, rows: np.ndarray) -> int:
+        """Record rows ``concat(s, a)`` as current-policy samples, in order, without computing rewards.
+
+        The same bookkeeping and training cadence as :meth:`shaped_reward`, row by row (a round that
+        comes due after a row runs before the next row is recorded). For owners that compute −log D
+        elsewhere: the process-backed server and the batched vector wrapper. Returns the rounds run.
+        """
+        rounds = self.rounds
+        for row in rows:
+            self._recent[self._cursor] = row
+            self._count_sample()
+        return self.rounds - rounds
+
+    def _count_sample(self) -> None:
+        """Advance the ring and the counters past the row just written; train D if a round is due."""
         self._cursor = (self._cursor + 1) % len(self._recent)
         self._n_recent = min(self._n_recent + 1, len(self._recent))
         self.policy_steps += 1
         self._since_round += 1
         if self._since_round >= self.config.d_every and len(self.buffer):
             self.train_round()
-        return shaped, d_reward, alpha
 
     def discriminator_reward(self, obs, action) -> np.ndarray:
         """−log D(s, a) for rows of observations and actions (no recording; for analysis and plots)."""
         if not self.ready:
             raise RuntimeError("GASILState: the discriminator has not trained yet")
-        n = len(obs)
-        x = np.concatenate([np.reshape(obs, (n, -1)), np.reshape(action, (n, -1))], axis=1)
-        return self.discriminator.reward(x)
+        return self.discriminator.reward(np.concatenate([obs, action], axis=1))
 
     # --- training ----------------------------------------------------------------------------------
     def _ensure_discriminator(self) -> Discriminator:

@@ -36,19 +36,28 @@ def venv_python() -> Path:
     python = VENV / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", "requirements-gym029.txt"],
-                       cwd=ROOT, check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "-e", "."], cwd=ROOT, check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-r", "requirements-gym029.txt"], cwd=ROOT, check=True
+        )
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--no-deps", "-e", "."], cwd=ROOT, check=True
+        )
     return python
 
 
 def test_library_under_gymnasium_0_29_1():
     python = venv_python()
-    version = subprocess.run([str(python), "-c", "import gymnasium; print(gymnasium.__version__)"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    version = subprocess.run(
+        [str(python), "-c", "import gymnasium; print(gymnasium.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert version == "0.29.1"
     result = subprocess.run(
         [str(python), "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider", *LIBRARY_TESTS],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]

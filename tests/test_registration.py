@@ -22,7 +22,7 @@ from tests.conftest import mujoco_id
 
 OUR_IDS = sorted(
     env_id for env_id, spec in gym.registry.items()
-    if spec.entry_point is make_stack_env or env_id == "PointMass-v0"
+    if spec.entry_point is make_stack_env or env_id in ("PointMass-v0", "PointMassExplore-v0")
 )
 
 
@@ -36,7 +36,7 @@ def test_expected_ids_are_registered():
 
 @pytest.mark.parametrize("env_id", OUR_IDS)
 def test_check_env_and_spec_roundtrip_on_every_id(env_id, group):
-    kwargs = {} if env_id == "PointMass-v0" else {"group": group}
+    kwargs = {} if env_id.startswith("PointMass") else {"group": group}
     env = gym.make(f"gasil_wrappers:{env_id}", **kwargs)
     check_env(env.unwrapped, skip_render_check=True)
     check_env(env, skip_render_check=True)

@@ -1,0 +1,192 @@
+"""GASILVectorReward: GASIL's shaped reward for a Gymnasium 1.x vector env, one batched D forward per step.
+
+For users of ``gym.make_vec``: the sub-envs carry only the task part of the stack (observation noise,
+delayed reward); one vector wrapper on top records every sub-env's episodes into the good-trajectory
+buffer and shapes all rewards with one batched numpy forward of D per vector step. Because it sees
+every sub-env in the process that holds it, it works over ``SyncVectorEnv`` and ``AsyncVectorEnv`` alike
+with an in-process :class:`~gasil_wrappers.GASILState` (no server process needed).
+
+It reproduces the per-env stack under ``SyncVectorEnv`` step for step: sub-env ``j``'s finished
+episode enters the buffer before its (s, a) is recorded, samples are recorded in sub-env order, a
+training round that comes due after sub-env ``j``'s sample runs before sub-env ``j+1``'s is recorded,
+and sub-envs after it in that vector step are scored by the new D (a second forward, only in steps
+where a round runs). Gymnasium 1.x autoreset is handled: under the default next-step autoreset, the
+step after an episode ends is a reset step (reward 0, action ignored); it is neither recorded as a
+policy sample nor shaped.
+
+Needs gymnasium >= 1.0 (``gym.vector.VectorWrapper``); importing this module works on 0.29.1 too, and
+then building the wrapper raises ``ImportError``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+
+import gymnasium as gym
+import numpy as np
+
+from gasil_wrappers.config import INFO_KEY, GASILConfig
+from gasil_wrappers.state import GASILState
+from gasil_wrappers.topk import TopKEpisodeRecorder
+
+__all__ = ["GASILVectorReward", "make_vec_stack"]
+
+_VectorWrapper = getattr(gym.vector, "VectorWrapper", None)
+_AVAILABLE = _VectorWrapper is not None and int(gym.__version__.split(".")[0]) >= 1
+_NEXT_STEP, _SAME_STEP, _DISABLED = "NextStep", "SameStep", "Disabled"
+
+
+class _Replay(gym.Env):
+    """Plays one sub-env's transitions back to a TopKEpisodeRecorder (so its code records the episodes)."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space):
+        self.observation_space, self.action_space = observation_space, action_space
+        self.transition = (None, 0.0, False, False, {})
+
+    def reset(self, *, seed=None, options=None):
+        return self.transition[0], {}
+
+    def step(self, action):
+        return self.transition
+
+
+class GASILVectorReward(_VectorWrapper if _AVAILABLE else object):
+    """Shape every sub-env's reward into ``w·r + α(t)·(−log D(s, a))`` with one batched D forward per step.
+
+    ``state`` is an in-process :class:`~gasil_wrappers.GASILState` (its ``config`` gives ``w``, α and D's
+    cadence). Each sub-env's episodes are recorded by its own :class:`~gasil_wrappers.TopKEpisodeRecorder`
+    (fed from the vector step), so the buffer ranks them by the reward the sub-env returns (delayed, if
+    the sub-envs delay it). With ``config.gasil == False`` (``top_k`` only) rewards are left alone and
+    only episodes are recorded. Diagnostics go under ``infos["gasil"]`` as arrays
+    (``discriminator_reward``, ``alpha``, ``shaped_reward``, with ``_``-prefixed masks of the sub-envs
+    that really stepped).
+
+    Example:
+        >>> from gasil_wrappers import GASILConfig
+        >>> config = GASILConfig(gasil=True, delay=5, d_every=256, seed=0)
+        >>> envs = make_vec_stack("Pendulum-v1", 4, config)
+        >>> _ = envs.reset(seed=0)
+        >>> for _ in range(300):
+        ...     _, rewards, _, _, infos = envs.step(envs.action_space.sample())
+        >>> envs.state.rounds, infos["gasil"]["alpha"].tolist()
+        (2, [0.1, 0.1, 0.1, 0.1])
+    """
+
+    def __init__(self, env, state: GASILState):
+        if not _AVAILABLE:
+            raise ImportError(f"GASILVectorReward needs gymnasium >= 1.0 (this is {gym.__version__}); "
+                              "use the per-env stack (wrap_stack) under gymnasium 0.29")
+        if not isinstance(state, GASILState):
+            raise TypeError("GASILVectorReward: needs an in-process GASILState (it sees every sub-env in "
+                            f"this process, so no server is needed), got {type(state).__name__}")
+        super().__init__(env)
+        self.state = state
+        self.config = state.config
+        n = self.num_envs
+        obs_space, act_space = env.single_observation_space, env.single_action_space
+        self._replays = [_Replay(obs_space, act_space) for _ in range(n)]
+        self._recorders = [TopKEpisodeRecorder(r, state) for r in self._replays]  # attach()es the state
+        self._od = state.obs_dim
+        self._x = np.zeros((n, state.obs_dim + state.act_dim))  # row j: the obs sub-env j acts on, its action
+        self._autoreset = np.zeros(n, dtype=bool)
+        self._mode = self._autoreset_mode(env)
+
+    @staticmethod
+    def _autoreset_mode(env) -> str:
+        mode = env.metadata.get("autoreset_mode", _NEXT_STEP)  # gymnasium 1.0: next-step only
+        return getattr(mode, "value", mode)
+
+    def reset(self, *, seed=None, options=None):
+        obs, infos = self.env.reset(seed=seed, options=options)
+        n = self.num_envs
+        seeds = [seed + j for j in range(n)] if isinstance(seed, int) else (seed or [None] * n)
+        mask = (options or {}).get("reset_mask")
+        which = range(n) if mask is None else np.flatnonzero(mask)
+        obs_rows = np.array(obs, dtype=np.float64).reshape(n, -1)
+        for j in which:  # in sub-env order, like SyncVectorEnv (the first seed seeds D)
+            self._replays[j].transition = (obs_rows[j], 0.0, False, False, {})
+            self._recorders[j].reset(seed=seeds[j])
+            self._x[j, : self._od] = obs_rows[j]
+            self._autoreset[j] = False
+        return obs, infos
+
+    def step(self, actions):
+        obs, rewards, terminations, truncations, infos = self.env.step(actions)
+        n, od, state = self.num_envs, self._od, self.state
+        obs_rows = np.array(obs, dtype=np.float64).reshape(n, -1)  # new each step: recorders keep views
+        actions = np.asarray(actions)
+        stepped = ~self._autoreset if self._mode == _NEXT_STEP else np.ones(n, dtype=bool)
+        x = self._x
+        x[:, od:] = actions.reshape(n, -1)
+        rewards_out = np.array(rewards, dtype=np.float64)
+        shape = self.config.gasil
+        if shape:
+            d_reward, alpha, ready = np.zeros(n), np.zeros(n), np.zeros(n, dtype=bool)
+            idx = np.flatnonzero(stepped)
+            # One forward for every sub-env that stepped, with D as it is now ...
+            first, scores = 0, state.discriminator.reward(x[idx]) if state.ready else None
+        for k, j in enumerate(np.flatnonzero(stepped)):
+            replay, recorder = self._replays[j], self._recorders[j]
+            replay.transition = (obs_rows[j], rewards[j], bool(terminations[j]), bool(truncations[j]), {})
+            recorder.step(actions[j])  # checks the action and reward; a finished episode enters the buffer
+            if not shape:
+                continue
+            if scores is not None:
+                d_reward[j], alpha[j], ready[j] = scores[k - first], state.alpha_at(state.policy_steps), True
+            if state.record_samples(x[j: j + 1]) and k + 1 < len(idx):
+                # ... and, when a round ran after sub-env j's sample, one more for the sub-envs after it.
+                first, scores = k + 1, state.discriminator.reward(x[idx[k + 1:]])
+        if shape:
+            w = self.config.env_reward_weight
+            rewards_out = np.where(ready, w * rewards_out + alpha * d_reward, rewards_out)
+            diag = infos.setdefault(INFO_KEY, {})
+            for name, value in (("discriminator_reward", d_reward), ("alpha", alpha),
+                                ("shaped_reward", rewards_out.copy())):
+                diag[name], diag["_" + name] = value, stepped.copy()
+        done = np.logical_or(terminations, truncations)
+        if self._mode == _NEXT_STEP:
+            for j in np.flatnonzero(~stepped):  # this step reset them: their next step is a policy step
+                self._replays[j].transition = (obs_rows[j], 0.0, False, False, {})
+                self._recorders[j].reset()
+            self._autoreset = done & stepped
+        elif self._mode == _SAME_STEP:
+            for j in np.flatnonzero(done):  # the returned obs is already the reset one
+                self._replays[j].transition = (obs_rows[j], 0.0, False, False, {})
+                self._recorders[j].reset()
+        x[:, :od] = obs_rows
+        return obs, rewards_out, terminations, truncations, infos
+
+
+def _task_stack(env: gym.Env, config: GASILConfig) -> gym.Env:
+    from gasil_wrappers.stack import wrap_stack
+
+    return wrap_stack(env, config)
+
+
+def make_vec_stack(env_id: str, num_envs: int, config: GASILConfig, *, vectorization_mode: str = "sync",
+                   vector_kwargs: dict | None = None, state: GASILState | None = None, **make_kwargs):
+    """``gym.make_vec`` with the task part of the stack per sub-env and GASIL as one vector wrapper.
+
+    Each sub-env is ``gym.make(env_id, **make_kwargs)`` wrapped in observation noise and the delayed
+    reward of ``config``; when ``config.gasil or config.top_k``, :class:`GASILVectorReward` goes on top
+    with ``state`` (default: a new ``GASILState(config)``). ``config.backend`` does not matter here: the
+    vector wrapper sees every sub-env in this process. ``env_id`` must be a plain id, not one of the
+    ``gasil_wrappers:`` ids that already contain a per-env stack.
+    """
+    module, _, plain_id = env_id.rpartition(":")
+    if module:
+        importlib.import_module(module)  # what gym.make does with "module:id"
+    spec = gym.spec(plain_id)
+    if getattr(spec.entry_point, "__module__", "") == "gasil_wrappers.registration" or \
+            str(spec.entry_point).startswith("gasil_wrappers.registration"):
+        raise ValueError(f"make_vec_stack: {env_id!r} already contains a per-env GASIL stack; "
+                         "pass its base id")
+    task = config.replace(gasil=False, top_k=False)
+    envs = gym.make_vec(env_id, num_envs, vectorization_mode=vectorization_mode, vector_kwargs=vector_kwargs,
+                        wrappers=[functools.partial(_task_stack, config=task)], **make_kwargs)
+    if not config.records_buffer:
+        return envs
+    return GASILVectorReward(envs, state if state is not None else GASILState(config))
