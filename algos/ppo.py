@@ -39,7 +39,7 @@ from torch import nn
 from tqdm import tqdm
 
 import gasil_wrappers
-from gasil_wrappers import INFO_KEY, GASILConfig, GASILState, ProcessGASILState, find_owner
+from gasil_wrappers import INFO_KEY, GASILConfig, GASILState, ProcessGASILState, find_state
 
 CHECKPOINT_FORMAT = 1
 MODEL_FORMAT = 1
@@ -433,7 +433,7 @@ def train(args: Args) -> dict:
         # Subprocess workers cannot be looked into: a stack env built here finds the owner they share
         # (with backend "process", building it also starts the owner's server before the workers fork).
         parent_env = gasil_wrappers.make_env(args.env_id, args.stack)
-        owner = find_owner(parent_env)
+        owner = find_state(parent_env)
         if isinstance(owner, GASILState):
             raise ValueError("--vector async with a GASIL buffer needs --stack.backend process: with an "
                              "in-process owner every worker would train its own discriminator")
@@ -448,7 +448,7 @@ def train(args: Args) -> dict:
     next_obs = np.asarray(next_obs, dtype=np.float32)
     next_done = np.zeros(args.num_envs, dtype=np.float32)
     if args.vector == "sync":
-        owner = find_owner(envs.envs[0])  # the GASIL owner (D, buffer) all sub-envs share, or None
+        owner = find_state(envs.envs[0])  # the GASIL owner (D, buffer) all sub-envs share, or None
     if owner is not None and owner.policy_steps:
         raise RuntimeError("the GASIL owner found for this run was already used by another run in this "
                            "process (gasil_wrappers shares owners by config); give this run its own "

@@ -51,7 +51,7 @@ from torch import nn
 from tqdm import tqdm
 
 import gasil_wrappers
-from gasil_wrappers import INFO_KEY, GASILConfig, GASILState, ProcessGASILState, find_owner
+from gasil_wrappers import INFO_KEY, GASILConfig, GASILState, ProcessGASILState, find_state
 
 ALGO = "ppo_bc"
 CHECKPOINT_FORMAT = 1
@@ -526,7 +526,7 @@ def train(args: Args) -> dict:
         # Subprocess workers cannot be looked into: a stack env built here finds the owner they share
         # (with backend "process", building it also starts the owner's server before the workers fork).
         parent_env = gasil_wrappers.make_env(args.env_id, args.stack)
-        owner = find_owner(parent_env)
+        owner = find_state(parent_env)
         if isinstance(owner, GASILState):
             raise ValueError("--vector async with a GASIL buffer needs --stack.backend process: with an "
                              "in-process owner every worker would train its own discriminator")
@@ -541,7 +541,7 @@ def train(args: Args) -> dict:
     next_obs = np.asarray(next_obs, dtype=np.float32)
     next_done = np.zeros(args.num_envs, dtype=np.float32)
     if args.vector == "sync":
-        owner = find_owner(envs.envs[0])  # the GASIL owner (D, buffer) all sub-envs share, or None
+        owner = find_state(envs.envs[0])  # the GASIL owner (D, buffer) all sub-envs share, or None
     good_buffer = gasil_wrappers.find_state(envs.envs[0]).buffer
     normalizer = next(layer for layer in wrapper_chain(envs.envs[0])
                       if isinstance(layer, gym.wrappers.NormalizeObservation))

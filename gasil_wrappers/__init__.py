@@ -19,7 +19,7 @@ from gasil_wrappers.delayed_reward import DelayedReward
 from gasil_wrappers.discriminator import Discriminator
 from gasil_wrappers.discriminator_reward import DiscriminatorRewardWrapper
 from gasil_wrappers.observation_noise import ObservationNoise
-from gasil_wrappers.process_state import GASILOwnerError, ProcessGASILState, find_owner
+from gasil_wrappers.process_state import GASILOwnerError, ProcessGASILState
 from gasil_wrappers.registration import register_envs
 from gasil_wrappers.stack import has_stack, make_env, wrap_stack
 from gasil_wrappers.state import GASILState, find_state
@@ -41,7 +41,6 @@ __all__ = [
     "ProcessGASILState",
     "TopKEpisodeRecorder",
     "discounted_return",
-    "find_owner",
     "find_state",
     "has_stack",
     "make_env",

@@ -71,7 +71,7 @@ try:  # POSIX only; the process backend says so when it is started elsewhere
 except ImportError:  # pragma: no cover
     fcntl = None
 
-__all__ = ["DiscriminatorSnapshot", "GASILOwnerError", "ProcessGASILState", "find_owner"]
+__all__ = ["DiscriminatorSnapshot", "GASILOwnerError", "ProcessGASILState"]
 
 # --- shared-memory layout -----------------------------------------------------------------------------
 # int64 header words, then an error text, then D's snapshot as float64.
@@ -448,6 +448,8 @@ class ProcessGASILState:
     plus this worker's unshipped samples times the number of shipping workers (an estimate; exact
     with the default constant α).
     """
+
+    is_gasil_owner = True  # what gasil_wrappers.find_state looks for
 
     def __init__(self, config: GASILConfig, env_key: str, address, authkey: bytes, shm_path: str,
                  server_pid: int, owner_pid: int):
@@ -910,14 +912,3 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def find_owner(env: gym.Env) -> GASILState | ProcessGASILState | None:
-    """The GASIL owner (in-process or process-backed) used by a wrapper in ``env``'s chain, or None."""
-    while env is not None:
-        state = vars(env).get("state")  # not getattr: gymnasium 0.29 forwards unknown attributes
-        if isinstance(state, (GASILState, ProcessGASILState)):
-            return state
-        env = getattr(env, "env", None)
-    return None
-

@@ -56,6 +56,8 @@ class GASILState:
         [0.0, 0.0, 0.25, 0.5, 0.5]
     """
 
+    is_gasil_owner = True  # what find_state looks for (ProcessGASILState has it too)
+
     def __init__(self, config: GASILConfig | None = None):
         self.config = config if config is not None else GASILConfig(gasil=True)
         c = self.config
@@ -290,11 +292,12 @@ class GASILState:
             raise ValueError(f"GASILState.load_state_dict: incompatible or corrupt state ({e})") from e
 
 
-def find_state(env: gym.Env) -> GASILState | None:
-    """The GASILState used by a wrapper in ``env``'s wrapper chain, or None."""
+def find_state(env: gym.Env):
+    """The GASIL owner (a GASILState, or a process-backed ProcessGASILState) in ``env``'s wrapper chain,
+    or None."""
     while env is not None:
         state = vars(env).get("state")  # not getattr: gymnasium 0.29 forwards unknown attributes
-        if isinstance(state, GASILState):
+        if getattr(state, "is_gasil_owner", False):
             return state
         env = getattr(env, "env", None)
     return None
