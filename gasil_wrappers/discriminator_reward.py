@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from gasil_wrappers._checks import check_action, check_reward, needs_reset
+from gasil_wrappers._owner_wrapper import OwnerWrapper
 from gasil_wrappers.config import INFO_KEY
 from gasil_wrappers.state import GASILState
 
 __all__ = ["DiscriminatorRewardWrapper"]
 
 
-class DiscriminatorRewardWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
+class DiscriminatorRewardWrapper(OwnerWrapper, gym.utils.RecordConstructorArgs):
     """Replace the reward by ``w·r + α(t)·softplus(−logit D(s, a))`` using a shared GASILState.
 
     ``s`` is the observation the agent acted on and ``a`` its action. Each step also records (s, a) as
@@ -40,32 +40,12 @@ class DiscriminatorRewardWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def __init__(self, env: gym.Env, state: GASILState):
         gym.utils.RecordConstructorArgs.__init__(self, state=state)
-        gym.Wrapper.__init__(self, env)
-        self.state = state
-        state.attach(env.observation_space, env.action_space)
-        self._act_shape = env.action_space.shape
-        self._running = False
-        self._last_obs = None
+        OwnerWrapper.__init__(self, env, state)
 
-    def reset(self, *, seed=None, options=None):
-        obs, info = self.env.reset(seed=seed, options=options)
-        self.state.seed_if_unset(seed)
-        self._last_obs = obs
-        self._running = True
-        return obs, info
-
-    def step(self, action):
-        if not self._running:
-            raise needs_reset("DiscriminatorRewardWrapper")
-        action = check_action(action, self._act_shape, "DiscriminatorRewardWrapper")
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        r = check_reward(reward, "DiscriminatorRewardWrapper")
-        shaped, d_reward, alpha = self.state.shaped_reward(self._last_obs, action, r)
+    def transition(self, obs, action, reward: float, done: bool, info: dict) -> float:
+        shaped, d_reward, alpha = self.state.shaped_reward(obs, action, reward)
         diag = info.setdefault(INFO_KEY, {})
         diag["discriminator_reward"] = d_reward
         diag["alpha"] = alpha
         diag["shaped_reward"] = shaped
-        self._last_obs = obs
-        if terminated or truncated:
-            self._running = False
-        return obs, shaped, terminated, truncated, info
+        return shaped

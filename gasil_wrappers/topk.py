@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 
-from gasil_wrappers._checks import check_action, check_reward, needs_reset
+from gasil_wrappers._owner_wrapper import OwnerWrapper
 
 __all__ = ["Episode", "GoodTrajectoryBuffer", "TopKEpisodeRecorder", "discounted_return"]
 
@@ -142,7 +142,7 @@ class GoodTrajectoryBuffer:
         self.version += 1
 
 
-class TopKEpisodeRecorder(gym.Wrapper, gym.utils.RecordConstructorArgs):
+class TopKEpisodeRecorder(OwnerWrapper, gym.utils.RecordConstructorArgs):
     """Record every finished episode and offer it to the good-trajectory buffer of a GASILState.
 
     The recorder sees what the agent sees before GASIL's shaping: the observations the policy acted on
@@ -168,45 +168,24 @@ class TopKEpisodeRecorder(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def __init__(self, env: gym.Env, state):
         gym.utils.RecordConstructorArgs.__init__(self, state=state)
-        gym.Wrapper.__init__(self, env)
-        self.state = state
-        state.attach(env.observation_space, env.action_space)
-        self._act_shape = env.action_space.shape
-        self._running = False
+        OwnerWrapper.__init__(self, env, state)
         self._obs = np.empty((1024,) + env.observation_space.shape, np.float64)
         self._act = np.empty((1024,) + self._act_shape, np.float64)
         self._rew = np.empty(1024, np.float64)
         self._t = 0
-        self._last_obs = None
 
-    def reset(self, *, seed=None, options=None):
-        obs, info = self.env.reset(seed=seed, options=options)
-        self.state.seed_if_unset(seed)
+    def begin_episode(self) -> None:
         self._t = 0
-        self._last_obs = obs
-        self._running = True
-        return obs, info
 
-    def step(self, action):
-        if not self._running:
-            raise needs_reset("TopKEpisodeRecorder")
-        action = check_action(action, self._act_shape, "TopKEpisodeRecorder")
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        try:
-            r = check_reward(reward, "TopKEpisodeRecorder")
-        except ValueError:
-            self._running = False  # the episode is spoiled: nothing of it reaches the buffer
-            raise
+    def transition(self, obs, action, reward: float, done: bool, info: dict) -> float:
         t = self._t
         if t == len(self._rew):
             self._obs, self._act, self._rew = (np.concatenate([a, np.empty_like(a)]) for a in
                                                (self._obs, self._act, self._rew))
-        self._obs[t] = self._last_obs
+        self._obs[t] = obs
         self._act[t] = action
-        self._rew[t] = r
+        self._rew[t] = reward
         self._t = t + 1
-        self._last_obs = obs
-        if terminated or truncated:
-            self._running = False
+        if done:
             self.state.add_episode(self._obs[: t + 1], self._act[: t + 1], self._rew[: t + 1])
-        return obs, reward, terminated, truncated, info
+        return reward
