@@ -199,3 +199,13 @@ def test_worse_short_episode_cannot_take_room_left_by_a_better_one():
     for length, ret in [(7, 2.0), (2, 1.0), (1, 0.0)]:
         buf.add(*episode(length, ret))
     assert list(buf.returns()) == [2.0]  # the 1-step episode ranks below the evicted 2-step one
+
+
+def test_check_env_on_the_recorder_alone():
+    import gymnasium as gym
+    from gymnasium.utils.env_checker import check_env
+
+    state = GASILState(GASILConfig(top_k=True, buffer_steps=500))
+    env = TopKEpisodeRecorder(gym.make("Pendulum-v1"), state)
+    check_env(env, skip_render_check=True)
+    assert env.spec.make().state is state
