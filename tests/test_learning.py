@@ -5,25 +5,20 @@ Budget: 40,960 steps (20 rollouts of 2048, seed 1), about 20 s on one core. Meas
 The margin asked for (3) leaves room for other CPUs' floating-point differences.
 """
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from gasil_wrappers.envs.point_mass import PointMassEnv
+from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def ppo():
-    spec = importlib.util.spec_from_file_location("ppo_learning", ROOT / "algos" / "ppo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # tyro resolves the dataclasses' module by name
-    spec.loader.exec_module(module)
-    return module
+    return load_script("ppo", "ppo_learning")
 
 
 def random_policy_return(episodes: int = 100) -> float:

@@ -6,7 +6,6 @@ GASIL owner between envs with equal settings in a process, and tests must not sh
 """
 
 import csv
-import importlib.util
 import itertools
 import os
 import subprocess
@@ -19,6 +18,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "algos" / "ppo.py"
 TINY = ["--total-timesteps", "512", "--num-steps", "128", "--num-minibatches", "4", "--update-epochs", "2",
@@ -30,11 +31,7 @@ _groups = itertools.count()
 
 @pytest.fixture(scope="module")
 def ppo():
-    spec = importlib.util.spec_from_file_location("ppo", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ppo"] = module  # tyro resolves the dataclasses' module by name
-    spec.loader.exec_module(module)
-    return module
+    return load_script("ppo")
 
 
 @pytest.fixture(autouse=True)

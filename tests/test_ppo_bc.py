@@ -7,7 +7,6 @@ except the --help check. Every run gets its own --stack.group (see tests/test_pp
 
 import csv
 import doctest
-import importlib.util
 import itertools
 import math
 import os
@@ -21,6 +20,7 @@ import pytest
 import torch
 
 from gasil_wrappers import GoodTrajectoryBuffer
+from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "algos" / "ppo_bc.py"
@@ -32,11 +32,7 @@ _groups = itertools.count()
 
 @pytest.fixture(scope="module")
 def bc():
-    spec = importlib.util.spec_from_file_location("ppo_bc", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ppo_bc"] = module  # tyro resolves the dataclasses' module by name
-    spec.loader.exec_module(module)
-    return module
+    return load_script("ppo_bc")
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ except the --help check. Every run gets its own --stack.group (see tests/test_pp
 
 import csv
 import doctest
-import importlib.util
 import itertools
 import os
 import subprocess
@@ -18,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "algos" / "ppo_sil.py"
 TINY = ["--total-timesteps", "512", "--num-steps", "128", "--num-minibatches", "4", "--update-epochs", "2",
@@ -27,11 +28,7 @@ _groups = itertools.count()
 
 @pytest.fixture(scope="module")
 def sil():
-    spec = importlib.util.spec_from_file_location("ppo_sil", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ppo_sil"] = module  # tyro resolves the dataclasses' module by name
-    spec.loader.exec_module(module)
-    return module
+    return load_script("ppo_sil")
 
 
 @pytest.fixture(autouse=True)
