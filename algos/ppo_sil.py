@@ -679,7 +679,7 @@ def train(args: Args) -> dict:
     next_done = np.zeros(args.num_envs, dtype=np.float32)
     if args.vector == "sync":
         owner = find_state(envs.envs[0])  # the GASIL owner (D, buffer) all sub-envs share, or None
-    if owner is not None and owner.policy_steps:
+    if owner is not None and (owner.policy_steps or len(owner.buffer)):  # stepped, or recorded (top-k)
         raise RuntimeError("the GASIL owner found for this run was already used by another run in this "
                            "process (gasil_wrappers shares owners by config); give this run its own "
                            "--stack.group")
