@@ -25,6 +25,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import gymnasium as gym  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -50,6 +51,7 @@ class Snapshot:
     """What a figure column needs from one checkpoint."""
 
     step: int
+    env_id: str
     policy: torch.nn.Module
     obs_mean: np.ndarray
     obs_std: np.ndarray
@@ -69,13 +71,19 @@ def load_snapshot(path: Path, ppo) -> Snapshot:
         owner = GASILState(GASILConfig(**stack))
         owner.load_state_dict(ckpt["gasil_owner"])
     return Snapshot(
-        ckpt["global_step"], agent, np.asarray(rms.mean), np.sqrt(np.asarray(rms.var) + 1e-8), owner
+        ckpt["global_step"], ckpt["args"]["env_id"], agent, np.asarray(rms.mean),
+        np.sqrt(np.asarray(rms.var) + 1e-8), owner,
     )
+
+
+def point_mass(env_id: str) -> PointMassEnv:
+    """The bare point mass of ``env_id`` (with its speed and cost settings), without any wrapper."""
+    return gym.make(env_id).unwrapped
 
 
 def policy_trajectories(snap: Snapshot, episodes: int, seed: int) -> list[np.ndarray]:
     """Agent positions over sampled episodes of the snapshot's policy."""
-    env = PointMassEnv()
+    env = point_mass(snap.env_id)
     generator = torch.Generator().manual_seed(seed)
     paths = []
     for k in range(episodes):
@@ -96,13 +104,13 @@ def policy_trajectories(snap: Snapshot, episodes: int, seed: int) -> list[np.nda
     return paths
 
 
-def reward_field(owner: GASILState, grid: int, directions: int):
+def reward_field(snap: Snapshot, grid: int, directions: int):
     """Per grid position: the best of ``directions`` unit actions under -log D, and its reward.
 
     The state at each position is the point mass's observation there at the start of an episode (all
     objects present), so the field shows where D pulls an agent that has collected nothing yet.
     """
-    env = PointMassEnv()
+    env, owner = point_mass(snap.env_id), snap.owner
     xs = np.linspace(-0.95, 0.95, grid)
     angles = np.linspace(0, 2 * np.pi, directions, endpoint=False)
     actions = np.stack([np.cos(angles), np.sin(angles)], axis=1)
@@ -178,7 +186,7 @@ def main(args: Args) -> None:
         if has_d:
             field = axes[2, col]
             if snap.owner is not None and snap.owner.ready:
-                xs, direction, reward = reward_field(snap.owner, args.grid, args.directions)
+                xs, direction, reward = reward_field(snap, args.grid, args.directions)
                 span = reward.max() - reward.min()
                 opacity = (reward - reward.min()) / span if span > 0 else np.ones_like(reward)
                 for i, y in enumerate(xs):
