@@ -23,26 +23,14 @@ learner share them. The last line printed is the ratio async-4 SPS / sync-4 SPS.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_ppo():
-    """Import algos/ppo.py as a module (algos/ is a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location("ppo", ROOT / "algos" / "ppo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ppo"] = module  # tyro and dataclasses resolve the module by name
-    spec.loader.exec_module(module)
-    return module
+from ppo_sps import load_ppo  # bench/ is on sys.path when a bench script runs
 
 
 def flags(n: int, vector: str, env_id: str, seed: int, steps: int, tag: str) -> list[str]:
