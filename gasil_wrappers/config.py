@@ -66,6 +66,10 @@ class GASILConfig:
     """Bernoulli-entropy bonus on D's output (OpenAI GAIL, which the paper's code is based on)"""
     d_input_clip: float = 5.0
     """D's inputs are normalized by running mean/std, then clipped to +-this"""
+    d_apply_lag: int = 256
+    """a D round trains in a background thread and its weights take effect this many policy steps after
+    it starts (capped at d_every // 2); the same step every run, so results do not depend on timing.
+    0: train inline, the step that starts the round waits for it"""
 
     # --- sharing and seeding --------------------------------------------------------------------
     group: str = "default"
@@ -94,6 +98,8 @@ class GASILConfig:
         for name in ("d_lr", "d_updates", "d_batch_size", "d_every", "d_input_clip"):
             if not getattr(self, name) > 0:
                 errors.append(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.d_apply_lag >= 0:
+            errors.append(f"d_apply_lag must be >= 0, got {self.d_apply_lag}")
         if not self.d_entropy_coef >= 0:
             errors.append(f"d_entropy_coef must be >= 0, got {self.d_entropy_coef}")
         if self.backend not in ("inprocess", "process"):
@@ -102,6 +108,11 @@ class GASILConfig:
             raise ValueError("GASILConfig: " + "; ".join(errors))
         # tyro and gym.make(**kwargs) may hand over a list; keep the dataclass hashable.
         object.__setattr__(self, "d_hidden", tuple(int(h) for h in self.d_hidden))
+
+    @property
+    def apply_lag(self) -> int:
+        """Policy steps from the start of a D round to the step its weights take effect."""
+        return min(self.d_apply_lag, self.d_every // 2)
 
     @property
     def records_buffer(self) -> bool:

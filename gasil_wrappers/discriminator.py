@@ -11,6 +11,7 @@ makes no torch call.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,7 +24,7 @@ try:  # gymnasium >= 1.0
 except ImportError:  # gymnasium 0.29
     from gymnasium.wrappers.normalize import RunningMeanStd
 
-__all__ = ["Discriminator", "softplus"]
+__all__ = ["Discriminator", "DiscriminatorForward", "softplus"]
 
 
 def softplus(x):
@@ -31,13 +32,116 @@ def softplus(x):
     return np.logaddexp(0.0, x)
 
 
+def _softplus_scalar(x: float) -> float:
+    """softplus for one Python float: the same value as :func:`softplus`, without numpy's call overhead."""
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+class DiscriminatorForward:
+    """D's forward pass in float64 numpy on a snapshot of its weights and normalizer: the env's hot path.
+
+    The snapshot is stored so that one row costs seven numpy calls: the input is clipped in raw units
+    (to ``mean ± input_clip·std``, the same clip as ``|(x − mean)/std| ≤ input_clip``), the normalization
+    ``(x − mean)/std`` is folded into the first layer's weight and bias (float64 keeps that exact to
+    ~1e-12 for any mean/std ratio an observation has), and every layer's bias is the last row of its
+    weight, multiplied by a constant 1 kept at the end of each preallocated work vector.
+
+    ``arrays()`` lists the snapshot's arrays in a fixed order; :meth:`dump` and :meth:`load` move them
+    through one flat float64 array (the process-backed owner publishes D that way).
+
+    Example:
+        >>> import numpy as np
+        >>> f = DiscriminatorForward(2, (3,), input_clip=5.0)
+        >>> f.set(np.zeros(2), np.ones(2), [np.ones((3, 2)), np.ones((1, 3))], [np.zeros(3), np.zeros(1)])
+        >>> round(f.logits(np.array([0.5, -0.5])), 6), round(f.reward(np.zeros(2)), 6)
+        (0.0, 0.693147)
+    """
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], input_clip: float):
+        self.in_dim = int(in_dim)
+        self.input_clip = float(input_clip)
+        sizes = [self.in_dim, *hidden]
+        self.low = np.full(self.in_dim, -np.inf)  # inputs are clipped to [low, high]
+        self.high = np.full(self.in_dim, np.inf)
+        self.layers = [np.zeros((i + 1, o)) for i, o in zip(sizes[:-1], sizes[1:])]  # hidden layers
+        self.last = np.zeros(sizes[-1] + 1)  # output layer (one unit)
+        self._rows = [np.ones(n + 1) for n in sizes]  # one-row work vectors, trailing 1 for the bias
+        self._views = [r[:-1] for r in self._rows]
+
+    @staticmethod
+    def size(in_dim: int, hidden: Sequence[int]) -> int:
+        """Number of float64 values in the flat form of a forward with these sizes."""
+        sizes = [int(in_dim), *hidden, 1]
+        return 2 * sizes[0] + sum((i + 1) * o for i, o in zip(sizes[:-1], sizes[1:]))
+
+    def arrays(self):
+        yield self.low
+        yield self.high
+        yield from self.layers
+        yield self.last
+
+    def set(self, mean: np.ndarray, var: np.ndarray, weights, biases) -> None:
+        """Take normalizer statistics and per-layer (out, in) weights and biases (torch's layout)."""
+        mean = np.asarray(mean, dtype=np.float64)
+        std = np.sqrt(np.asarray(var, dtype=np.float64) + 1e-8)
+        self.low[:] = mean - self.input_clip * std
+        self.high[:] = mean + self.input_clip * std
+        for i, (w, b) in enumerate(zip(weights, biases)):
+            w = np.asarray(w, dtype=np.float64).T
+            b = np.asarray(b, dtype=np.float64)
+            if i == 0:  # ((x - mean) / std) @ w + b  ==  x @ (w / std) + (b - (mean / std) @ w)
+                w = w / std[:, None]
+                b = b - mean @ w
+            target = self.layers[i] if i < len(self.layers) else self.last.reshape(-1, 1)
+            target[:-1] = w
+            target[-1] = b
+
+    def dump(self, out: np.ndarray) -> None:
+        """Write the snapshot into the flat float64 array ``out`` (of :meth:`size` values)."""
+        at = 0
+        for a in self.arrays():
+            out[at: at + a.size] = a.ravel()
+            at += a.size
+        if at != len(out):
+            raise ValueError(f"DiscriminatorForward.dump: {at} values, the block holds {len(out)}")
+
+    def load(self, flat: np.ndarray) -> None:
+        """Copy a flat snapshot written by :meth:`dump` into this forward's arrays."""
+        at = 0
+        for a in self.arrays():
+            np.copyto(a, flat[at: at + a.size].reshape(a.shape))
+            at += a.size
+
+    def logits(self, x: np.ndarray):
+        """Logit of D for one row ``concat(s, a)`` (returns a float) or for rows (returns an array)."""
+        if x.ndim == 1:
+            v = self._views[0]
+            np.minimum(x, self.high, out=v)
+            np.maximum(v, self.low, out=v)
+            for src, w, out in zip(self._rows, self.layers, self._views[1:]):
+                np.dot(src, w, out=out)
+                np.tanh(out, out=out)
+            return float(self._rows[-1].dot(self.last))
+        h = np.clip(x, self.low, self.high)
+        for w in self.layers:
+            h = np.tanh(h @ w[:-1] + w[-1])
+        return h @ self.last[:-1] + self.last[-1]
+
+    def reward(self, x: np.ndarray):
+        """-log D(s, a) = softplus(-logit): high where D believes (s, a) came from the good buffer."""
+        logits = self.logits(x)
+        return _softplus_scalar(-logits) if isinstance(logits, float) else softplus(-logits)
+
+
 class Discriminator:
     """D(s, a) with running input normalization, Adam, and a numpy forward for the hot path.
 
     Inputs are rows ``x = concat(s, a)``; they are normalized by a running mean/std (updated on every
-    training minibatch, as in OpenAI's GAIL) and clipped to ``±input_clip``. Weights are initialized
-    from ``rng`` (PyTorch's default uniform(±1/sqrt(fan_in)) scheme), so two discriminators built from
-    equal seeds are equal and the global torch RNG is never touched.
+    training round with all of its minibatches, as OpenAI's GAIL accumulates them) and clipped to
+    ``±input_clip``. Weights are initialized from ``rng`` (PyTorch's default uniform(±1/sqrt(fan_in))
+    scheme), so two discriminators built from equal seeds are equal and the global torch RNG is never
+    touched. ``logits`` and ``reward`` run on :attr:`forward`, a float64 numpy copy refreshed after
+    every round.
 
     Example:
         >>> import numpy as np
@@ -75,55 +179,41 @@ class Discriminator:
         self.net = nn.Sequential(*layers)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, fused=True)  # fewer kernel launches
         self.normalizer = RunningMeanStd(shape=(self.in_dim,))
+        self.forward = DiscriminatorForward(self.in_dim, hidden, self.input_clip)
         self.refresh_snapshot()
 
     # --- forward ---------------------------------------------------------------------------------
-    def normalize(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Running-mean/std normalization, clipped to ±input_clip (numpy; rows or a single row)."""
-        h = np.multiply(x, self._inv_std, out=out)
-        np.subtract(h, self._mean_scaled, out=h)
-        np.minimum(h, self.input_clip, out=h)
-        return np.maximum(h, -self.input_clip, out=h)
-
-    def _refresh_normalization(self) -> None:
-        self._inv_std = 1.0 / np.sqrt(np.asarray(self.normalizer.var, dtype=np.float64) + 1e-8)
-        self._mean_scaled = np.asarray(self.normalizer.mean, dtype=np.float64) * self._inv_std
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        """Running-mean/std normalization, clipped to ±input_clip (numpy rows: the training inputs)."""
+        std = np.sqrt(np.asarray(self.normalizer.var, dtype=np.float64) + 1e-8)
+        return np.clip((x - self.normalizer.mean) / std, -self.input_clip, self.input_clip)
 
     def refresh_snapshot(self) -> None:
-        """Copy weights and normalizer statistics into the float64 numpy arrays the hot path uses."""
-        self._refresh_normalization()
+        """Copy weights and normalizer statistics into :attr:`forward`, the numpy copy the hot path uses."""
         linears = [m for m in self.net if isinstance(m, nn.Linear)]
-        self._layers = [
-            (m.weight.detach().double().numpy().T.copy(), m.bias.detach().double().numpy().copy())
-            for m in linears
-        ]
-        w_last, b_last = self._layers[-1]
-        self._layers[-1] = (w_last[:, 0].copy(), float(b_last[0]))
-        # Work arrays for the one-row forward of the env's hot path: no allocation per step.
-        self._row_out = [np.empty(self.in_dim)] + [np.empty(len(b)) for _, b in self._layers[:-1]]
-        self._batch_out = [None] * len(self._row_out)
+        self.forward.set(
+            self.normalizer.mean, self.normalizer.var,
+            [m.weight.detach().double().numpy() for m in linears],
+            [m.bias.detach().double().numpy() for m in linears],
+        )
 
     def logits(self, x: np.ndarray):
         """Logit of D for one row (returns a float) or for rows (returns an array), in numpy."""
-        out = self._row_out if x.ndim == 1 else self._batch_out
-        h = self.normalize(x, out[0])
-        for (w, b), o in zip(self._layers[:-1], out[1:]):
-            h = np.dot(h, w, out=o)
-            np.add(h, b, out=h)
-            np.tanh(h, out=h)
-        w, b = self._layers[-1]
-        return h.dot(w) + b
+        return self.forward.logits(x)
 
     def reward(self, x: np.ndarray):
         """-log D(s, a) = softplus(-logit): high where D believes (s, a) came from the good buffer."""
-        return softplus(-self.logits(x))
+        return self.forward.reward(x)
 
     # --- training --------------------------------------------------------------------------------
-    def loss(self, logits_policy: torch.Tensor, logits_good: torch.Tensor) -> torch.Tensor:
-        """Binary cross-entropy with policy samples labelled 1 and good samples 0, minus an entropy bonus."""
-        bce = F.softplus(-logits_policy).mean() + F.softplus(logits_good).mean()
-        logits = torch.cat([logits_policy, logits_good])
-        entropy = ((1.0 - torch.sigmoid(logits)) * logits - F.logsigmoid(logits)).mean()
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy (label 1: policy sample, 0: good sample) minus an entropy bonus.
+
+        With as many rows of each class, ``2·mean BCE`` is GAIL's sum of the two class means. The
+        Bernoulli entropy of D is the cross-entropy of its logits against their own sigmoid.
+        """
+        bce = 2.0 * F.binary_cross_entropy_with_logits(logits, labels)
+        entropy = F.binary_cross_entropy_with_logits(logits, torch.sigmoid(logits))
         return bce - self.entropy_coef * entropy
 
     def train(
@@ -135,26 +225,46 @@ class Discriminator:
         All minibatches of the round are drawn first; the normalizer is updated once with all of them
         (the same statistics OpenAI's GAIL accumulates minibatch by minibatch) and frozen for the round.
         """
+        stats = self.fit(self.draw(policy_x, good_x, updates=updates, batch_size=batch_size, rng=rng))
+        self.refresh_snapshot()
+        return stats
+
+    @staticmethod
+    def draw(policy_x: np.ndarray, good_x: np.ndarray, *, updates: int, batch_size: int,
+             rng: np.random.Generator) -> np.ndarray:
+        """A round's minibatches, ``(updates, 2·batch_size, dim)``: policy rows first, then good rows."""
         p = policy_x[rng.integers(len(policy_x), size=updates * batch_size)]
         g = good_x[rng.integers(len(good_x), size=updates * batch_size)]
-        self.normalizer.update(np.concatenate([p, g]))
-        self._refresh_normalization()
-        xp = torch.as_tensor(self.normalize(p), dtype=torch.float32).view(updates, batch_size, -1)
-        xg = torch.as_tensor(self.normalize(g), dtype=torch.float32).view(updates, batch_size, -1)
-        stats = torch.zeros(3)
+        dim = p.shape[1]
+        return np.concatenate([p.reshape(updates, batch_size, dim), g.reshape(updates, batch_size, dim)], 1)
+
+    def fit(self, batches: np.ndarray) -> dict[str, float]:
+        """Train on a round's minibatches from :meth:`draw`; :attr:`forward` is left as it was.
+
+        Touches only the torch model, its optimizer and the normalizer, so it may run in another thread
+        while :attr:`forward` serves rewards; :meth:`refresh_snapshot` then puts the new weights into effect.
+        """
+        updates, rows, dim = batches.shape
+        half = rows // 2
+        self.normalizer.update(batches.reshape(-1, dim))
+        x = torch.as_tensor(self.normalize(batches), dtype=torch.float32)
+        labels = torch.cat([torch.ones(half), torch.zeros(half)])
+        losses, all_logits = [], []
         for i in range(updates):
-            logits = self.net(torch.cat([xp[i], xg[i]])).squeeze(-1)
-            loss = self.loss(logits[:batch_size], logits[batch_size:])
+            logits = self.net(x[i]).squeeze(-1)
+            loss = self.loss(logits, labels)
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
-            with torch.no_grad():
-                stats += torch.stack([loss, (logits[:batch_size] > 0).float().mean(),
-                                      (logits[batch_size:] < 0).float().mean()])
-        loss, acc_policy, acc_good = (stats / updates).tolist()
+            losses.append(loss.detach())
+            all_logits.append(logits.detach())
+        with torch.no_grad():
+            logits = torch.stack(all_logits)
+            stats = torch.stack([torch.stack(losses).mean(), (logits[:, :half] > 0).float().mean(),
+                                 (logits[:, half:] < 0).float().mean()])
+        loss, acc_policy, acc_good = stats.tolist()
         if not np.isfinite(loss):
             raise FloatingPointError(f"Discriminator: non-finite training loss {loss}")
-        self.refresh_snapshot()
         return {"d_loss": loss, "d_acc_policy": acc_policy, "d_acc_buffer": acc_good}
 
     # --- persistence -----------------------------------------------------------------------------

@@ -28,14 +28,14 @@ class DiscriminatorRewardWrapper(OwnerWrapper, gym.utils.RecordConstructorArgs):
         >>> state = GASILState(GASILConfig(gasil=True, d_every=100, seed=0))
         >>> env = DiscriminatorRewardWrapper(TopKEpisodeRecorder(gym.make("Pendulum-v1"), state), state)
         >>> _ = env.reset(seed=123)
-        >>> for _ in range(250):
+        >>> for _ in range(300):
         ...     _, reward, terminated, truncated, info = env.step([0.0])
         ...     if terminated or truncated:
         ...         _ = env.reset()
-        >>> state.rounds  # D first trains when the first episode ends, at step 200
+        >>> state.rounds  # D's first round starts when the first episode ends (step 200), takes effect at 250
         1
         >>> round(info["gasil"]["discriminator_reward"], 3)  # -log D(s, a) for the last step
-        0.765
+        0.762
     """
 
     def __init__(self, env: gym.Env, state: GASILState):

@@ -10,7 +10,7 @@ drift apart (one D and one buffer per worker). Here instead:
   after every round it publishes D's numpy snapshot in shared memory with a version counter;
 - every process that steps envs uses a :class:`ProcessGASILState` **handle**, with the interface the
   wrappers use on a GASILState. Its hot path reads the version counter (one 8-byte load), copies the
-  weights into a local :class:`DiscriminatorSnapshot` when the version changed, computes −log D(s, a)
+  weights into a local :class:`DiscriminatorForward` when the version changed, computes −log D(s, a)
   locally, and ships policy samples in chunks and finished episodes over a socket;
 - the handle pickles to a few strings (socket address, auth key, shared-memory path): pass it into
   thunks (``wrap_stack(env, config, state=owner)``), or let ``wrap_stack``/``gym.make`` with
@@ -62,7 +62,7 @@ import gymnasium as gym
 import numpy as np
 
 from gasil_wrappers.config import GASILConfig
-from gasil_wrappers.discriminator import Discriminator
+from gasil_wrappers.discriminator import DiscriminatorForward
 from gasil_wrappers.state import GASILState, _flat_dim
 from gasil_wrappers.topk import GoodTrajectoryBuffer
 
@@ -91,76 +91,9 @@ class GASILOwnerError(RuntimeError):
 
 
 # --- D's forward on published weights ------------------------------------------------------------------
-class DiscriminatorSnapshot:
-    """A numpy-only copy of D's forward, loaded from a flat float64 array (the published snapshot).
-
-    Its ``normalize``, ``logits`` and ``reward`` *are* :class:`~gasil_wrappers.Discriminator`'s methods,
-    run on attributes of the same names and shapes, so given the same weights it returns bitwise the
-    values the server's D returns (for a single row: the same BLAS calls on the same numbers).
-
-    Example:
-        >>> import numpy as np
-        >>> d = Discriminator(3, (8,), rng=np.random.default_rng(0))
-        >>> flat = np.empty(DiscriminatorSnapshot.size(3, (8,)))
-        >>> DiscriminatorSnapshot.dump(d, flat)
-        >>> snap = DiscriminatorSnapshot(3, (8,), d.input_clip)
-        >>> snap.load(flat)
-        >>> x = np.array([0.1, -2.0, 3.0])
-        >>> bool(snap.reward(x) == d.reward(x))
-        True
-    """
-
-    normalize = Discriminator.normalize
-    logits = Discriminator.logits
-    reward = Discriminator.reward
-
-    def __init__(self, in_dim: int, hidden, input_clip: float):
-        self.in_dim = int(in_dim)
-        self.input_clip = float(input_clip)
-        sizes = [self.in_dim, *hidden, 1]
-        self._inv_std = np.zeros(self.in_dim)
-        self._mean_scaled = np.zeros(self.in_dim)
-        self._layers = [(np.zeros((i, o)), np.zeros(o)) for i, o in zip(sizes[:-2], sizes[1:-1])]
-        self._layers.append((np.zeros(sizes[-2]), 0.0))
-        self._row_out = [np.empty(self.in_dim)] + [np.empty(h) for h in hidden]
-        self._batch_out = [None] * len(self._row_out)
-
-    @staticmethod
-    def size(in_dim: int, hidden) -> int:
-        """Number of float64 values in a flat snapshot of D with these sizes."""
-        sizes = [int(in_dim), *hidden, 1]
-        return 2 * sizes[0] + sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
-
-    def _arrays(self):
-        yield self._inv_std
-        yield self._mean_scaled
-        for w, b in self._layers[:-1]:
-            yield w
-            yield b
-        yield self._layers[-1][0]
-
-    def load(self, flat: np.ndarray) -> None:
-        """Copy a flat snapshot (written by :meth:`dump`) into this forward's arrays."""
-        at = 0
-        for a in self._arrays():
-            np.copyto(a, flat[at: at + a.size].reshape(a.shape))
-            at += a.size
-        self._layers[-1] = (self._layers[-1][0], float(flat[at]))
-
-    @staticmethod
-    def dump(d: Discriminator, out: np.ndarray) -> None:
-        """Write ``d``'s current numpy snapshot (normalizer and weights) into the flat array ``out``."""
-        parts = [d._inv_std, d._mean_scaled]
-        for w, b in d._layers[:-1]:
-            parts += [w, b]
-        w_last, b_last = d._layers[-1]
-        parts += [w_last, np.array([b_last])]
-        at = 0
-        for p in parts:
-            out[at: at + p.size] = p.ravel()
-            at += p.size
-        if at != len(out):
-            raise ValueError(f"DiscriminatorSnapshot.dump: {at} values, the block holds {len(out)}")
+#: Workers compute −log D with the same numpy forward the server's D uses, loaded from the published
+#: flat snapshot (``DiscriminatorForward.dump``/``load``): given the same weights, bitwise the same values.
+DiscriminatorSnapshot = DiscriminatorForward
 
 
 # --- shared memory: a file in /dev/shm (tmpfs), mmapped; no resource tracker involved -------------------
@@ -366,7 +299,7 @@ class _Server:
             return
         with block.locked(True):
             if weights and state.discriminator is not None:
-                DiscriminatorSnapshot.dump(state.discriminator, block.payload)
+                state.discriminator.forward.dump(block.payload)
             block.header[_VERSION] += 1
             block.header[_ROUNDS] = state.rounds
             block.header[_STEPS] = state.policy_steps

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import weakref
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import gymnasium as gym
 import numpy as np
@@ -36,9 +37,15 @@ class GASILState:
     """Buffer, recent policy samples, discriminator, counters and schedule of one GASIL run.
 
     Training cadence: every policy step (summed over all sub-envs sharing this state) is recorded in a
-    ring of the last ``d_every`` samples. Once ``d_every`` steps have passed since the last round and
-    the buffer holds an episode, D takes ``d_updates`` minibatch steps of ``d_batch_size`` current-policy
-    rows against as many good-buffer rows, and its numpy snapshot is refreshed.
+    ring of the last ``d_every`` samples. Once ``d_every`` steps have passed since the last round started
+    and the buffer holds an episode, a round starts: its minibatches (``d_updates`` of ``d_batch_size``
+    current-policy rows and as many good-buffer rows) are drawn at that step, D trains on them in a
+    background thread, and the new weights take effect ``config.apply_lag`` policy steps later (256 by
+    default; the step waits if the thread is not done). Which step uses which weights is therefore
+    fixed, whatever the machine's speed: runs are reproducible and checkpoints resume bitwise.
+    ``d_apply_lag=0`` trains inline instead. While a round trains, ``discriminator.net`` and its
+    optimizer belong to the training thread: read D through :meth:`discriminator_reward` or
+    :meth:`state_dict` (which waits for the round), not through the torch module.
 
     Shaped reward: ``w·r + α(t)·(−log D(s,a))`` with ``t`` the number of policy steps so far.
 
@@ -76,6 +83,8 @@ class GASILState:
         self._good_x: np.ndarray | None = None
         self._good_version = -1
         self._last_stats = {"d_loss": math.nan, "d_acc_policy": math.nan, "d_acc_buffer": math.nan}
+        self._pending: Future | None = None  # the round training in the background
+        self._apply_at = 0  # the policy step at which its weights take effect
 
     # --- sharing ---------------------------------------------------------------------------------
     @classmethod
@@ -121,7 +130,7 @@ class GASILState:
     # --- per-step API (called by the wrappers) ----------------------------------------------------
     @property
     def ready(self) -> bool:
-        """Whether D has trained at least once (which needs an episode in the buffer)."""
+        """Whether a trained D is in effect (which needs an episode in the buffer)."""
         return self.rounds > 0
 
     def alpha_at(self, step: int) -> float:
@@ -140,14 +149,14 @@ class GASILState:
     def shaped_reward(self, obs, action, env_reward: float) -> tuple[float, float, float]:
         """Record (s, a) as a current-policy sample and return (shaped reward, −log D(s,a), α).
 
-        The reward uses D as it is now; a training round that this step completes affects later steps.
+        The reward uses the D in effect now; weights that take effect at this step count from the next.
         """
         od = self.obs_dim
         row = self._recent[self._cursor]
         row[:od] = obs
         row[od:] = action
         if self.rounds:
-            d_reward = float(self.discriminator.reward(row))
+            d_reward = self.discriminator.forward.reward(row)
             alpha = self.alpha_at(self.policy_steps)
             shaped = self.config.env_reward_weight * env_reward + alpha * d_reward
         else:
@@ -174,8 +183,10 @@ class GASILState:
         self._n_recent = min(self._n_recent + 1, len(self._recent))
         self.policy_steps += 1
         self._since_round += 1
+        if self._pending is not None and self.policy_steps >= self._apply_at:
+            self._apply_pending()
         if self._since_round >= self.config.d_every and len(self.buffer):
-            self.train_round()
+            self._start_round()
 
     def discriminator_reward(self, obs, action) -> np.ndarray:
         """−log D(s, a) for rows of observations and actions (no recording; for analysis and plots)."""
@@ -202,17 +213,44 @@ class GASILState:
             self._good_version = self.buffer.version
         return self._good_x
 
-    def train_round(self) -> dict[str, float]:
-        """One out-of-band round: ``d_updates`` minibatches of recent policy rows vs good-buffer rows."""
+    def _draw_round(self) -> np.ndarray:
+        """The next round's minibatches (recent policy rows vs good-buffer rows); restarts the cadence."""
         if not len(self.buffer) or not self._n_recent:
             raise RuntimeError("GASILState: training needs an episode in the buffer and policy samples")
         c = self.config
-        self._last_stats = self._ensure_discriminator().train(
-            self._recent[: self._n_recent], self.good_samples(),
-            updates=c.d_updates, batch_size=c.d_batch_size, rng=self.rng,
-        )
-        self.rounds += 1
+        d = self._ensure_discriminator()
         self._since_round = 0
+        return d.draw(self._recent[: self._n_recent], self.good_samples(),
+                      updates=c.d_updates, batch_size=c.d_batch_size, rng=self.rng)
+
+    def _start_round(self) -> None:
+        """Start a round on the cadence: in a background thread, applied ``apply_lag`` steps from now."""
+        lag = self.config.apply_lag
+        if lag == 0:
+            self.train_round()
+            return
+        batches = self._draw_round()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gasil-discriminator")
+        self._pending = pool.submit(self.discriminator.fit, batches)
+        pool.shutdown(wait=False)  # the thread ends with the round
+        self._apply_at = self.policy_steps + lag
+
+    def _apply_pending(self) -> None:
+        """Wait for the background round (re-raising its error) and put its weights into effect."""
+        pending, self._pending = self._pending, None
+        self._apply(pending.result())
+
+    def _apply(self, stats: dict[str, float]) -> None:
+        self.discriminator.refresh_snapshot()
+        self._last_stats = stats
+        self.rounds += 1
+
+    def train_round(self) -> dict[str, float]:
+        """One round now, in this thread, applied at once (a round still training is applied first)."""
+        if self._pending is not None:
+            self._apply_pending()
+        batches = self._draw_round()
+        self._apply(self.discriminator.fit(batches))
         return self._last_stats
 
     # --- reading -----------------------------------------------------------------------------------
@@ -234,7 +272,17 @@ class GASILState:
 
     # --- persistence -------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """Everything needed to continue bitwise identically: a dict of tensors and Python values."""
+        """Everything needed to continue bitwise identically: a dict of tensors and Python values.
+
+        A round training in the background is waited for; D's trained weights are saved with the
+        forward still in effect and the step at which the new weights take effect.
+        """
+        pending = None
+        if self._pending is not None:
+            flat = np.empty(self.discriminator.forward.size(self.discriminator.in_dim, self.config.d_hidden))
+            self.discriminator.forward.dump(flat)
+            pending = {"stats": self._pending.result(), "apply_at": self._apply_at,
+                       "forward": torch.from_numpy(flat)}
         return {
             "format": _STATE_FORMAT,
             "config": dataclasses.asdict(self.config),
@@ -250,6 +298,7 @@ class GASILState:
             "rng": None if self._rng is None else self._rng.bit_generator.state,
             "discriminator": None if self.discriminator is None else self.discriminator.state_dict(),
             "last_stats": dict(self._last_stats),
+            "pending": pending,
         }
 
     def _buffer_state(self) -> dict:
@@ -259,6 +308,8 @@ class GASILState:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore from :meth:`state_dict`; a mismatched or malformed state raises ``ValueError``."""
+        if self._pending is not None:
+            wait([self._pending])  # a round of the state being replaced must not write into the new D
         try:
             if state.get("format") != _STATE_FORMAT:
                 raise ValueError(f"unknown format {state.get('format')!r}")
@@ -288,6 +339,13 @@ class GASILState:
                 self._rng = np.random.default_rng()
                 self._rng.bit_generator.state = state["rng"]
             self._last_stats = dict(state["last_stats"])
+            self._pending = None
+            pending = state.get("pending")  # absent in states saved before rounds trained in the background
+            if pending is not None:
+                self.discriminator.forward.load(pending["forward"].numpy())
+                self._pending = Future()
+                self._pending.set_result(dict(pending["stats"]))
+                self._apply_at = int(pending["apply_at"])
         except (KeyError, TypeError, AttributeError, RuntimeError, ValueError) as e:
             raise ValueError(f"GASILState.load_state_dict: incompatible or corrupt state ({e})") from e
 

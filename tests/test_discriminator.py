@@ -55,7 +55,7 @@ def test_reward_is_finite_for_every_logit(logit):
 def test_gradient_is_finite_for_extreme_logits():
     d = Discriminator(2, (1,), rng=np.random.default_rng(0))
     logits = torch.tensor([-1e4, -50.0, 0.0, 50.0, 1e4], requires_grad=True)
-    loss = d.loss(logits, -logits)
+    loss = d.loss(torch.cat([logits, -logits]), torch.cat([torch.ones(5), torch.zeros(5)]))
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
 
@@ -74,7 +74,9 @@ def separated_state(seed=0):
 
 def test_discriminator_learns_to_separate_buffer_from_policy():
     state, rng = separated_state()
-    for _ in range(256 * 10):  # ten training rounds with the paper's defaults (20 updates of 128, lr 1e-4)
+    # ten training rounds with the paper's defaults (20 updates of 128, lr 1e-4); the last one takes
+    # effect apply_lag steps after it starts
+    for _ in range(256 * 10 + state.config.apply_lag):
         state.shaped_reward(rng.normal(-2, 0.5, 3), rng.normal(-0.5, 0.2, 2), 0.0)
     assert state.rounds == 10
     diag = state.diagnostics()
@@ -95,5 +97,22 @@ def test_same_seed_same_discriminator():
         sa, aa = rng_a.normal(size=3), rng_a.normal(size=2)
         sb, ab = rng_b.normal(size=3), rng_b.normal(size=2)
         assert a.shaped_reward(sa, aa, 1.0) == b.shaped_reward(sb, ab, 1.0)
-    for pa, pb in zip(a.discriminator.net.parameters(), b.discriminator.net.parameters()):
-        assert torch.equal(pa, pb)
+    net_a, net_b = a.state_dict()["discriminator"]["net"], b.state_dict()["discriminator"]["net"]
+    assert all(torch.equal(net_a[k], net_b[k]) for k in net_a)  # state_dict waits for a round in training
+
+
+def test_loss_is_gails_two_class_means_minus_bernoulli_entropy():
+    """The loss (2 x mean BCE, entropy as BCE against its own sigmoid) equals, in value and gradient,
+    mean softplus(-l_policy) + mean softplus(l_good) - c * mean[(1 - sigmoid(l)) l - logsigmoid(l)]."""
+    d = Discriminator(2, (1,), entropy_coef=0.3, rng=np.random.default_rng(0))
+    raw = torch.tensor([2.0, -1.0, 0.5, 30.0, -3.0, 0.0, 1.5, -40.0], dtype=torch.float64)
+    labels = torch.tensor([1.0] * 4 + [0.0] * 4, dtype=torch.float64)
+    ours, ref = raw.clone().requires_grad_(), raw.clone().requires_grad_()
+    d.loss(ours, labels).backward()
+    p, g = ref[:4], ref[4:]
+    entropy = ((1 - torch.sigmoid(ref)) * ref - torch.nn.functional.logsigmoid(ref)).mean()
+    softplus = torch.nn.functional.softplus
+    expected = softplus(-p).mean() + softplus(g).mean() - 0.3 * entropy
+    expected.backward()
+    assert abs(d.loss(raw, labels).item() - expected.item()) < 1e-12
+    torch.testing.assert_close(ours.grad, ref.grad, rtol=1e-12, atol=1e-12)

@@ -13,7 +13,8 @@ ZERO = np.zeros(2, np.float32)
 
 
 def stack(rewards=(1.0,) * 5, **config):
-    config = GASILConfig(**{"gasil": True, "seed": 0, "gamma": 1.0, **config})
+    """A scripted stack whose D rounds take effect at once (d_apply_lag=0) unless asked otherwise."""
+    config = GASILConfig(**{"gasil": True, "seed": 0, "gamma": 1.0, "d_apply_lag": 0, **config})
     state = GASILState(config)
     env = DiscriminatorRewardWrapper(TopKEpisodeRecorder(ScriptedEnv(rewards=rewards, obs_offset=0.0), state),
                                      state)

@@ -206,7 +206,7 @@ def test_four_async_workers_score_every_step_with_the_published_weights():
 
 def test_same_weights_give_bitwise_the_in_process_rewards():
     """Load an in-process state into the server: the process-backed stack scores exactly like it."""
-    config = fresh(d_every=200)
+    config = fresh(d_every=200, d_apply_lag=0)  # rounds take effect at once: stop right after one
     local = GASILState(config.replace(backend="inprocess"))
     env = wrap_stack(gym.make(HOPPER), config.replace(backend="inprocess"), state=local)
     env.reset(seed=3)
@@ -242,7 +242,7 @@ def test_snapshot_forward_is_discriminators_own():
     d.normalizer.update(np.random.default_rng(1).normal(size=(50, 5)) * 3)
     d.refresh_snapshot()
     flat = np.empty(DiscriminatorSnapshot.size(5, (7, 3)))
-    DiscriminatorSnapshot.dump(d, flat)
+    d.forward.dump(flat)
     snap = DiscriminatorSnapshot(5, (7, 3), d.input_clip)
     snap.load(flat)
     x = np.random.default_rng(2).normal(size=(9, 5)) * 4

@@ -114,3 +114,72 @@ def test_diagnostics_report_d_and_buffer():
     assert diag["buffer_mean_return"] == diag["buffer_min_return"] == 20.0
     assert diag["rounds"] == state.rounds > 0 and 0 <= diag["d_acc_policy"] <= 1
     assert np.isfinite(diag["d_loss"]) and diag["policy_steps"] == 40
+
+
+def fed_state(lag: int, seed: int = 0) -> GASILState:
+    """A state (d_every 32) whose buffer already holds two episodes; rows are fed by `feed`."""
+    state = GASILState(GASILConfig(gasil=True, d_every=32, d_apply_lag=lag, seed=seed, gamma=1.0))
+    state.attach(gym.spaces.Box(-np.inf, np.inf, (3,)), gym.spaces.Box(-1, 1, (2,)))
+    rng = np.random.default_rng(seed)
+    for ret in (1.0, 2.0):
+        state.add_episode(rng.normal(1, 0.5, (20, 3)), rng.normal(0.5, 0.2, (20, 2)), np.full(20, ret / 20))
+    return state
+
+
+def feed(state: GASILState, steps: int, seed: int) -> tuple[list[float], list[int]]:
+    """Shaped rewards and the rounds in effect after each step, for seeded (s, a) rows."""
+    rng = np.random.default_rng(seed)
+    rewards, rounds = [], []
+    for _ in range(steps):
+        rewards.append(state.shaped_reward(rng.normal(size=3), rng.uniform(-1, 1, 2), 1.0)[0])
+        rounds.append(state.rounds)
+    return rewards, rounds
+
+
+def test_background_round_takes_effect_exactly_apply_lag_steps_after_it_starts():
+    inline, background = fed_state(lag=0), fed_state(lag=10)
+    assert background.config.apply_lag == 10
+    r0, rounds0 = feed(inline, 200, seed=1)
+    r1, rounds1 = feed(background, 200, seed=1)
+    # rounds start at policy steps 32, 64, ...: inline they count from that step, in the background 10 later
+    assert [rounds0[t - 1] for t in (31, 32, 63, 64)] == [0, 1, 1, 2]
+    assert [rounds1[t - 1] for t in (41, 42, 73, 74)] == [0, 1, 1, 2]
+    # the same D is trained (same minibatches): once both have applied a round they score bitwise alike
+    for t in range(200):
+        step = t + 1  # the reward of step t+1 uses the rounds in effect after step t
+        if step <= 32 or any(32 * k < step <= 32 * k + 10 for k in range(1, 7)):
+            continue
+        assert r0[t] == r1[t], step
+    for k in range(1, 7):  # ... and in the lag window the background state still scores with the old D
+        assert r0[32 * k + 1] != r1[32 * k + 1]
+    trained = background.state_dict()["discriminator"]["net"]  # waits for the round still training
+    for name, p in inline.discriminator.net.state_dict().items():
+        assert torch.equal(p, trained[name]), name
+
+
+def test_checkpoint_while_a_round_trains_resumes_bitwise():
+    straight = fed_state(lag=10)
+    feed(straight, 70, seed=1)  # a round started at step 64 and takes effect at 74
+    assert straight._pending is not None and straight.rounds == 1
+    saved = io.BytesIO()
+    torch.save(straight.state_dict(), saved)
+    resumed = fed_state(lag=10, seed=99)  # other buffer and weights: all of it must come from the state
+    resumed.load_state_dict(torch.load(io.BytesIO(saved.getvalue()), weights_only=False))
+    a, rounds_a = feed(straight, 150, seed=2)
+    b, rounds_b = feed(resumed, 150, seed=2)
+    assert a == b and rounds_a == rounds_b and rounds_a[3] == 2  # applied after step 74 in both
+    assert straight.diagnostics() == resumed.diagnostics()
+
+
+def test_error_in_a_background_round_surfaces_at_its_apply_step(monkeypatch):
+    state = fed_state(lag=10)
+    feed(state, 31, seed=1)
+
+    def diverge(batches):
+        raise FloatingPointError("Discriminator: non-finite training loss nan")
+
+    monkeypatch.setattr(state._ensure_discriminator(), "fit", diverge)
+    feed(state, 10, seed=2)  # the round starts at step 32; its error waits for step 42
+    with pytest.raises(FloatingPointError, match="non-finite training loss"):
+        feed(state, 1, seed=3)
+    assert state.rounds == 0

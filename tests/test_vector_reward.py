@@ -55,7 +55,7 @@ def reference(mode: str):
 
 
 def same_d(a: GASILState, b: GASILState) -> bool:
-    sa, sb = a.discriminator.state_dict(), b.discriminator.state_dict()
+    sa, sb = a.state_dict()["discriminator"], b.state_dict()["discriminator"]  # waits for a pending round
     return all(torch.equal(sa["net"][k], sb["net"][k]) for k in sa["net"]) and all(
         torch.equal(sa["normalizer"][k], sb["normalizer"][k]) for k in ("mean", "var"))
 
