@@ -90,6 +90,8 @@ _COMPONENTS: dict[str, tuple[str, str, type]] = {
     "dupdates": (r"\d+", "--stack.d-updates", int),
     "dlr": (r"[0-9.]+(?:e-?\d+)?", "--stack.d-lr", float),
     "alpha": (r"[0-9.]+(?:e-?\d+)?", "--stack.alpha", float),
+    # the discount of the return that ranks episodes in the good-trajectory buffer (not PPO's gamma)
+    "buffergamma": (r"[0-9.]+(?:e-?\d+)?", "--stack.gamma", float),
 }
 
 
@@ -106,6 +108,8 @@ def parse_setting(name: str) -> tuple[str, tuple[str, ...]]:
     ('delayed20+noise0.1', ('--stack.delay', '20', '--stack.obs-noise-std', '0.1'))
     >>> parse_setting("noise0")
     ('plain', ())
+    >>> parse_setting("delayed20+buffergamma1")
+    ('delayed20+buffergamma1', ('--stack.delay', '20', '--stack.gamma', '1'))
     """
     values: dict[str, float | int] = {}
     for part in name.strip().split("+"):
