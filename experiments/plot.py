@@ -12,6 +12,8 @@ Figures (one panel per task, or per setting where the paper varies one on a sing
     fig5  Walker2d with observation noise sigma 0, 0.05, 0.1, 0.5: PPO vs PPO+GASIL, one panel per sigma
     fig6  delayed-reward (20 steps) MuJoCo tasks, four agents
     fig7  Walker2d PPO+GASIL: (a) buffer size 500/1000/2000/5000 steps, (b) D updates per batch 1/5/10/20
+    compare  any --agents x --settings, one panel per task (--tasks): for one's own investigations, e.g.
+          --figure compare --agents ppo ppo_gasil --settings delayed20 delayed20+buffergamma1
 
 How a curve is made: each seed's episodes are smoothed by a trailing moving mean over `--window`
 episodes, interpolated on a common grid of `--grid-points` steps (from the latest first episode to the
@@ -64,13 +66,17 @@ class Args:
 
     results_dir: str = "results/1M-steps"
     """the runner's results directory"""
-    figure: Literal["fig1", "fig4", "fig5", "fig6", "fig7", "all"] = "fig6"
-    """which figure; `all` draws every one that has data"""
+    figure: Literal["fig1", "fig4", "fig5", "fig6", "fig7", "compare", "all"] = "fig6"
+    """which figure; `all` draws every paper figure that has data; `compare`: --agents x --settings"""
     out: str | None = None
     """the PNG (default: <results-dir>/<figure>.png); with --figure all, a directory"""
     tasks: tuple[str, ...] | None = None
     """the panels' tasks for fig4/fig6 (default: those in the results, paper order first); the task
     for fig1/fig5/fig7 (default: the point mass / Walker2d)"""
+    agents: tuple[str, ...] = ("ppo", "ppo_gasil")
+    """with --figure compare: the agents"""
+    settings: tuple[str, ...] = ("delayed20",)
+    """with --figure compare: the settings (canonical names, as in the results directory)"""
     window: int = 10
     """smoothing: trailing moving mean over this many episodes of each seed (1: none)"""
     grid_points: int = 100
@@ -194,9 +200,18 @@ def _agent_curves(agents: Sequence[str], settings: tuple[str, ...]) -> tuple[Cur
     return tuple(Curve(AGENT_LABELS[a], a, settings, AGENT_COLORS[a]) for a in agents)
 
 
-def figure_panels(figure: str, df: pd.DataFrame, tasks: Sequence[str] | None = None
+def figure_panels(figure: str, df: pd.DataFrame, tasks: Sequence[str] | None = None,
+                  agents: Sequence[str] = ("ppo", "ppo_gasil"), settings: Sequence[str] = ("delayed20",)
                   ) -> tuple[str, list[Panel]]:
-    """The title and panels of one figure, for the results in `df`."""
+    """The title and panels of one figure, for the results in `df` (`agents`, `settings`: compare only)."""
+    if figure == "compare":
+        if tasks is None:
+            chosen = df["setting"].isin(settings) & df["agent"].isin(agents)
+            tasks = _order_tasks(df.loc[chosen, "task"].unique())
+        cmap = plt.get_cmap("tab10")
+        curves = tuple(Curve(f"{AGENT_LABELS[a]}, {s}", a, (s,), cmap(i % 10))
+                       for i, (a, s) in enumerate((a, s) for a in agents for s in settings))
+        return f"{', '.join(settings)}", [Panel(t, t, curves) for t in tasks]
     if figure in ("fig4", "fig6"):
         setting = "plain" if figure == "fig4" else "delayed20"
         if tasks is None:
@@ -242,6 +257,7 @@ def _select(df: pd.DataFrame, panel: Panel, curve: Curve) -> tuple[str, pd.DataF
 
 
 def draw(df: pd.DataFrame, figure: str, out: str | Path, *, tasks: Sequence[str] | None = None,
+         agents: Sequence[str] = ("ppo", "ppo_gasil"), settings: Sequence[str] = ("delayed20",),
          window: int = 10, grid_points: int = 100, n_boot: int = 1000, ci: float = 0.95, last_n: int = 20,
          seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Draw `figure` to `out` (PNG) and write the curves and final returns next to it.
@@ -250,7 +266,7 @@ def draw(df: pd.DataFrame, figure: str, out: str | Path, *, tasks: Sequence[str]
     no results are left out (and said so on stderr); raises ValueError when the figure has no data.
     """
     out = Path(out)
-    title, panels = figure_panels(figure, df, tasks)
+    title, panels = figure_panels(figure, df, tasks, agents, settings)
     curves, finals, missing = [], [], []
     for panel in panels:
         for curve in panel.curves:
@@ -318,7 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             out = Path(args.out or Path(args.results_dir) / f"{figure}.png")
         try:
-            _, finals = draw(df, figure, out, tasks=args.tasks, window=args.window,
+            _, finals = draw(df, figure, out, tasks=args.tasks, agents=args.agents, settings=args.settings,
+                             window=args.window,
                              grid_points=args.grid_points, n_boot=args.n_boot, ci=args.ci,
                              last_n=args.last_n, seed=args.seed)
         except ValueError as e:

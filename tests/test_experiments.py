@@ -467,3 +467,20 @@ def test_a_run_locked_by_another_runner_is_left_alone(tmp_path, fake_algos):
         (result,) = runner.run_all([run], progress=False)
     assert not result.ok and "already running" in result.error and invocations(run) == []
     assert runner.run_all([run], progress=False)[0].ok
+
+
+def test_plot_compare_draws_agents_by_settings_per_task(tmp_path):
+    steps = np.arange(100, 1001, 100)
+    for task in ("Hopper-v5", "Walker2d-v5"):
+        for seed in (1, 2):
+            write_run(tmp_path, "ppo", task, "delayed20", seed, steps, np.full(10, 1.0))
+            write_run(tmp_path, "ppo_gasil", task, "delayed20", seed, steps, np.full(10, 2.0))
+            write_run(tmp_path, "ppo_gasil", task, "delayed20+buffergamma1", seed, steps, np.full(10, 3.0 + seed))
+    df = load_results(tmp_path)
+    _, finals = plot.draw(df, "compare", tmp_path / "cmp.png", agents=("ppo", "ppo_gasil"),
+                          settings=("delayed20", "delayed20+buffergamma1"), n_boot=100)
+    means = {(t, c): m for t, c, m in zip(finals["task"], finals["curve"], finals["final_mean"])}
+    # three curves with data per task (PPO was not run with buffergamma1), in task order
+    assert list(finals["task"].unique()) == ["Hopper-v5", "Walker2d-v5"] and len(means) == 6
+    assert means[("Walker2d-v5", "PPO+GASIL, delayed20+buffergamma1")] == 4.5  # seeds 1 and 2: 4 and 5
+    assert means[("Hopper-v5", "PPO, delayed20")] == 1.0
