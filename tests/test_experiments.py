@@ -475,7 +475,8 @@ def test_plot_compare_draws_agents_by_settings_per_task(tmp_path):
         for seed in (1, 2):
             write_run(tmp_path, "ppo", task, "delayed20", seed, steps, np.full(10, 1.0))
             write_run(tmp_path, "ppo_gasil", task, "delayed20", seed, steps, np.full(10, 2.0))
-            write_run(tmp_path, "ppo_gasil", task, "delayed20+buffergamma1", seed, steps, np.full(10, 3.0 + seed))
+            write_run(tmp_path, "ppo_gasil", task, "delayed20+buffergamma1", seed, steps,
+                      np.full(10, 3.0 + seed))
     df = load_results(tmp_path)
     _, finals = plot.draw(df, "compare", tmp_path / "cmp.png", agents=("ppo", "ppo_gasil"),
                           settings=("delayed20", "delayed20+buffergamma1"), n_boot=100)
