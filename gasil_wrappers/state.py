@@ -168,8 +168,9 @@ class GASILState:
         """Record rows ``concat(s, a)`` as current-policy samples, in order, without computing rewards.
 
         The same bookkeeping and training cadence as :meth:`shaped_reward`, row by row (a round that
-        comes due after a row runs before the next row is recorded). For owners that compute −log D
-        elsewhere: the process-backed server and the batched vector wrapper. Returns the rounds run.
+        comes due after a row starts, and one whose lag ends takes effect, before the next row is
+        recorded). For owners that compute −log D elsewhere: the process-backed server and the batched
+        vector wrapper. Returns the number of rounds that took effect.
         """
         rounds = self.rounds
         for row in rows:
