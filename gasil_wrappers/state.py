@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
@@ -85,6 +86,7 @@ class GASILState:
         self._last_stats = {"d_loss": math.nan, "d_acc_policy": math.nan, "d_acc_buffer": math.nan}
         self._pending: Future | None = None  # the round training in the background
         self._apply_at = 0  # the policy step at which its weights take effect
+        self._pending_pid = os.getpid()  # the process whose thread trains it
 
     # --- sharing ---------------------------------------------------------------------------------
     @classmethod
@@ -235,9 +237,14 @@ class GASILState:
         self._pending = pool.submit(self.discriminator.fit, batches)
         pool.shutdown(wait=False)  # the thread ends with the round
         self._apply_at = self.policy_steps + lag
+        self._pending_pid = os.getpid()
 
     def _apply_pending(self) -> None:
         """Wait for the background round (re-raising its error) and put its weights into effect."""
+        if self._pending_pid != os.getpid():  # a fork copies D mid-update, without the thread updating it
+            raise RuntimeError("GASILState: this process was forked while a discriminator round trained "
+                               "in the parent; its D is unusable here (give the child its own state, or "
+                               "use backend='process')")
         pending, self._pending = self._pending, None
         self._apply(pending.result())
 
@@ -346,6 +353,7 @@ class GASILState:
                 self.discriminator.forward.load(pending["forward"].numpy())
                 self._pending = Future()
                 self._pending.set_result(dict(pending["stats"]))
+                self._pending_pid = os.getpid()
                 self._apply_at = int(pending["apply_at"])
         except (KeyError, TypeError, AttributeError, RuntimeError, ValueError) as e:
             raise ValueError(f"GASILState.load_state_dict: incompatible or corrupt state ({e})") from e

@@ -1,5 +1,6 @@
 import copy
 import io
+import os
 
 import gymnasium as gym
 import numpy as np
@@ -183,3 +184,25 @@ def test_error_in_a_background_round_surfaces_at_its_apply_step(monkeypatch):
     with pytest.raises(FloatingPointError, match="non-finite training loss"):
         feed(state, 1, seed=3)
     assert state.rounds == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_mid_round_refuses_to_apply_it():
+    state = fed_state(lag=10)
+    feed(state, 35, seed=1)  # the first round started at step 32 and is pending
+    assert state._pending is not None
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: applying the parent's round must fail with a clear error
+        try:
+            feed(state, 10, seed=2)
+            message = b"no error"
+        except RuntimeError as e:
+            message = str(e).encode()
+        os.write(write, message[:500])
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    assert b"forked while a discriminator round trained" in os.read(read, 500)
+    feed(state, 10, seed=2)  # the parent applies it as usual
+    assert state.rounds == 1
