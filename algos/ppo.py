@@ -144,17 +144,18 @@ RUN_CONTROL = {
 }
 
 
-def make_env(env_id: str, stack: GASILConfig, gamma: float) -> Callable[[], gym.Env]:
+def make_env(env_id: str, stack: GASILConfig, gamma: float, batch_size: int) -> Callable[[], gym.Env]:
     """Thunk for one sub-env: the GASIL stack innermost, then the per-env wrappers of PPO.
 
     ClipAction sits outside the stack, so the stack (and its discriminator) sees the action the env
     executes. RecordEpisodeStatistics sees the reward the agent is given (shaped, delayed); the true
     return travels in info["gasil"]. Each sub-env normalizes its own observations and rewards.
-    (Gymnasium's vector-level normalizers do not support SAME_STEP autoreset.)
+    (Gymnasium's vector-level normalizers do not support SAME_STEP autoreset.) D trains once per PPO
+    batch (`batch_size` steps summed over sub-envs) unless --stack.d-every says otherwise.
     """
 
     def thunk() -> gym.Env:
-        env = gasil_wrappers.make_env(env_id, stack)
+        env = gasil_wrappers.make_env(env_id, stack, batch_size=batch_size)
         env = gym.wrappers.FlattenObservation(env)
         env = gym.wrappers.RecordEpisodeStatistics(env)
         env = gym.wrappers.ClipAction(env)
@@ -197,7 +198,8 @@ def _clip_reward(reward: float) -> float:
 
 def make_vector_env(args: Args) -> gym.vector.VectorEnv:
     """`num_envs` sub-envs in one process (sync) or one subprocess each (async)."""
-    thunks = [make_env(args.env_id, args.stack, args.gamma) for _ in range(args.num_envs)]
+    batch_size = args.num_envs * args.num_steps
+    thunks = [make_env(args.env_id, args.stack, args.gamma, batch_size) for _ in range(args.num_envs)]
     vector_cls = gym.vector.SyncVectorEnv if args.vector == "sync" else gym.vector.AsyncVectorEnv
     # SAME_STEP: a finished episode's next observation is already the reset one (gymnasium 0.29 style).
     envs = vector_cls(thunks, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
@@ -426,7 +428,7 @@ def train(args: Args) -> dict:
     if args.vector == "async":
         # Subprocess workers cannot be looked into: a stack env built here finds the owner they share
         # (with backend "process", building it also starts the owner's server before the workers fork).
-        parent_env = gasil_wrappers.make_env(args.env_id, args.stack)
+        parent_env = gasil_wrappers.make_env(args.env_id, args.stack, batch_size=batch_size)
         owner = find_state(parent_env)
         if isinstance(owner, GASILState):
             raise ValueError("--vector async with a GASIL buffer needs --stack.backend process: with an "

@@ -92,11 +92,13 @@ _COMPONENTS: dict[str, tuple[str, str, type]] = {
     "alpha": (r"[0-9.]+(?:e-?\d+)?", "--stack.alpha", float),
     # the discount of the return that ranks episodes in the good-trajectory buffer (not PPO's gamma)
     "buffergamma": (r"[0-9.]+(?:e-?\d+)?", "--stack.gamma", float),
+    # what alpha weighs -log D against: the raw env reward, or the env reward scaled to unit return std
+    "envreward": (r"raw|normalized", "--stack.env-reward-scale", str),
 }
 
 
-def _format(value: float | int) -> str:
-    return str(value) if isinstance(value, int) else f"{value:g}"
+def _format(value: float | int | str) -> str:
+    return str(value) if isinstance(value, (int, str)) else f"{value:g}"
 
 
 def parse_setting(name: str) -> tuple[str, tuple[str, ...]]:
@@ -110,6 +112,8 @@ def parse_setting(name: str) -> tuple[str, tuple[str, ...]]:
     ('plain', ())
     >>> parse_setting("delayed20+buffergamma1")
     ('delayed20+buffergamma1', ('--stack.delay', '20', '--stack.gamma', '1'))
+    >>> parse_setting("envrewardnormalized+delayed20")[0]
+    'delayed20+envrewardnormalized'
     """
     values: dict[str, float | int] = {}
     for part in name.strip().split("+"):
@@ -137,6 +141,8 @@ def parse_setting(name: str) -> tuple[str, tuple[str, ...]]:
         del values["delayed"]
     if values.get("noise") == 0:
         del values["noise"]
+    if values.get("envreward") == "raw":
+        del values["envreward"]
     parts, flags = [], []
     for kind, (_, flag, _) in _COMPONENTS.items():
         if kind in values:

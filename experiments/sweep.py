@@ -14,6 +14,8 @@ Table 1), uniformly at random::
     d_lr           {3e-4, 1e-4, 2e-5, 1e-5}       --stack.d-lr
     buffer_steps   {1000, 10000}                  --stack.buffer-steps
     alpha          {0.02, 0.1, 0.2, 1}            --stack.alpha
+    env_reward_scale {raw, normalized}            --stack.env-reward-scale   (beyond Table 1; opt-in)
+    buffer_gamma   {0.99, 1.0}                    --stack.gamma              (beyond Table 1; opt-in)
 
 A trial is the runner's setting ``<setting>+lr..+buffer..+dupdates..+dlr..+alpha..`` run for every seed
 (in parallel, one CPU each), stored in the runner's layout under --results-dir: a trial whose CSVs
@@ -46,7 +48,8 @@ from experiments.runner import execute, init_ray  # noqa: E402
 __all__ = ["Args", "SEARCH_SPACE", "DEFAULT_PARAMS", "trial_setting", "trial_runs", "run_trial", "sweep",
            "main"]
 
-ParamName = Literal["learning_rate", "d_updates", "d_lr", "buffer_steps", "alpha"]
+ParamName = Literal["learning_rate", "d_updates", "d_lr", "buffer_steps", "alpha", "env_reward_scale",
+                    "buffer_gamma"]
 
 #: The paper's ranges (Table 1): name -> (values, setting component of experiments.grid).
 SEARCH_SPACE: dict[str, tuple[tuple[float | int, ...], str]] = {
@@ -55,6 +58,9 @@ SEARCH_SPACE: dict[str, tuple[tuple[float | int, ...], str]] = {
     "d_lr": ((3e-4, 1e-4, 2e-5, 1e-5), "dlr"),
     "buffer_steps": ((1000, 10000), "buffer"),
     "alpha": ((0.02, 0.1, 0.2, 1.0), "alpha"),
+    # beyond Table 1 (issue 11): what alpha weighs against, and the discount that ranks the buffer
+    "env_reward_scale": (("raw", "normalized"), "envreward"),
+    "buffer_gamma": ((0.99, 1.0), "buffergamma"),
 }
 #: What each agent's sweep searches by default (the discriminator's settings only matter to GASIL).
 DEFAULT_PARAMS: dict[str, tuple[str, ...]] = {

@@ -10,11 +10,12 @@ from gasil_wrappers._checks import check_action, check_reward, needs_reset
 class OwnerWrapper(gym.Wrapper):
     """Tracks the observation the agent acted on and hands each checked transition to ``transition``.
 
-    Subclasses see ``(s, a, r, done, info)`` with ``s`` the observation the action was chosen on, a
-    finite action of the right shape, and a finite reward; they return the reward to pass on. Stepping
-    outside an episode, a bad action or a non-finite reward raise an error naming the subclass, and a
-    non-finite reward ends the episode for the wrapper (nothing of it is handed on). An OwnerWrapper
-    directly inside another one is handed the already checked action (the stack checks it once).
+    Subclasses see ``(s, a, r, terminated, truncated, info)`` with ``s`` the observation the action was
+    chosen on, a finite action of the right shape, and a finite reward; they return the reward to pass
+    on. Stepping outside an episode, a bad action or a non-finite reward raise an error naming the
+    subclass, and a non-finite reward ends the episode for the wrapper (nothing of it is handed on).
+    An OwnerWrapper directly inside another one is handed the already checked action (the stack checks
+    it once).
     """
 
     def __init__(self, env: gym.Env, state):
@@ -32,7 +33,7 @@ class OwnerWrapper(gym.Wrapper):
     def begin_episode(self) -> None:
         """Called after every reset."""
 
-    def transition(self, obs, action, reward: float, done: bool, info: dict) -> float:
+    def transition(self, obs, action, reward: float, terminated: bool, truncated: bool, info: dict) -> float:
         raise NotImplementedError
 
     def reset(self, *, seed=None, options=None):
@@ -58,7 +59,7 @@ class OwnerWrapper(gym.Wrapper):
             except ValueError:
                 self._running = False  # the episode is spoiled: nothing more of it is handed on
                 raise
-        reward = self.transition(self._last_obs, action, reward, done, info)
+        reward = self.transition(self._last_obs, action, reward, terminated, truncated, info)
         self._last_obs = obs
         if done:
             self._running = False

@@ -13,10 +13,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["GASILConfig", "INFO_KEY"]
+__all__ = ["DEFAULT_D_EVERY", "GASILConfig", "INFO_KEY"]
 
 #: The one ``info`` key under which every wrapper of the stack puts its per-step diagnostics.
 INFO_KEY = "gasil"
+#: D's cadence when no learner batch is given (``d_every=None`` outside the algos/ scripts).
+DEFAULT_D_EVERY = 2048
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,14 @@ class GASILConfig:
     """alpha ramps linearly from 0 at `alpha_start` to `alpha` at this step; paper's Humanoid: 3M"""
     env_reward_weight: float = 1.0
     """w, the weight of the env reward in the shaped reward; 0 gives pure GASIL (Algorithm 1)"""
+    env_reward_scale: Literal["raw", "normalized"] = "raw"
+    """what alpha is weighed against. raw: the env reward as the env pays it (r' = w*r + alpha*(-log D)).
+    normalized: the env reward divided by a running std of its discounted return (the statistic of
+    gymnasium's NormalizeReward, kept per env) before alpha*(-log D) is added, so alpha means the same
+    on every task, as under OpenAI baselines' VecNormalize. The buffer's ranking, the true return in
+    info and the learner are unaffected"""
+    env_reward_scale_gamma: float = 0.99
+    """discount of the return whose running std scales the env reward (env_reward_scale=normalized)"""
 
     # --- good-trajectory buffer -----------------------------------------------------------------
     buffer_steps: int = 1000
@@ -60,8 +70,10 @@ class GASILConfig:
     """discriminator minibatch updates per training round (Table 1 range: 1, 5, 10, 20)"""
     d_batch_size: int = 128
     """discriminator minibatch size, per class (Table 1: 128)"""
-    d_every: int = 2048
-    """policy steps, summed over all sub-envs, between discriminator training rounds (= PPO horizon)"""
+    d_every: int | None = None
+    """policy steps, summed over all sub-envs, between discriminator training rounds: once per learner
+    batch (Table 1 counts D updates per batch). None: the learner's batch where a script gives it
+    (algos/ use num_envs * num_steps), else 2048 (PPO's horizon)"""
     d_entropy_coef: float = 1e-3
     """Bernoulli-entropy bonus on D's output (OpenAI GAIL, which the paper's code is based on)"""
     d_input_clip: float = 5.0
@@ -95,7 +107,13 @@ class GASILConfig:
             errors.append(f"gamma must be in (0, 1], got {self.gamma}")
         if not self.d_hidden or any(h < 1 for h in self.d_hidden):
             errors.append(f"d_hidden must be positive sizes, got {self.d_hidden}")
-        for name in ("d_lr", "d_updates", "d_batch_size", "d_every", "d_input_clip"):
+        if self.env_reward_scale not in ("raw", "normalized"):
+            errors.append(f"env_reward_scale must be 'raw' or 'normalized', got {self.env_reward_scale!r}")
+        if not 0 < self.env_reward_scale_gamma <= 1:
+            errors.append(f"env_reward_scale_gamma must be in (0, 1], got {self.env_reward_scale_gamma}")
+        if self.d_every is not None and not self.d_every > 0:
+            errors.append(f"d_every must be > 0 or None, got {self.d_every}")
+        for name in ("d_lr", "d_updates", "d_batch_size", "d_input_clip"):
             if not getattr(self, name) > 0:
                 errors.append(f"{name} must be > 0, got {getattr(self, name)}")
         if not self.d_apply_lag >= 0:
@@ -110,9 +128,18 @@ class GASILConfig:
         object.__setattr__(self, "d_hidden", tuple(int(h) for h in self.d_hidden))
 
     @property
+    def round_every(self) -> int:
+        """Policy steps between D rounds: ``d_every``, or 2048 when it is None (no learner batch given)."""
+        return DEFAULT_D_EVERY if self.d_every is None else self.d_every
+
+    @property
     def apply_lag(self) -> int:
         """Policy steps from the start of a D round to the step its weights take effect."""
-        return min(self.d_apply_lag, self.d_every // 2)
+        return min(self.d_apply_lag, self.round_every // 2)
+
+    def for_batch(self, batch_size: int) -> GASILConfig:
+        """This config with D's cadence tied to a learner's batch, unless ``d_every`` was set."""
+        return self if self.d_every is not None else self.replace(d_every=int(batch_size))
 
     @property
     def records_buffer(self) -> bool:

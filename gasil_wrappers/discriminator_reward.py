@@ -6,6 +6,7 @@ import gymnasium as gym
 
 from gasil_wrappers._owner_wrapper import OwnerWrapper
 from gasil_wrappers.config import INFO_KEY
+from gasil_wrappers.reward import EnvRewardScale
 from gasil_wrappers.state import GASILState
 
 __all__ = ["DiscriminatorRewardWrapper"]
@@ -13,6 +14,10 @@ __all__ = ["DiscriminatorRewardWrapper"]
 
 class DiscriminatorRewardWrapper(OwnerWrapper, gym.utils.RecordConstructorArgs):
     """Replace the reward by ``w·r + α(t)·softplus(−logit D(s, a))`` using a shared GASILState.
+
+    With ``env_reward_scale="normalized"`` in the state's config, ``r`` is first divided by the running
+    std of this env's discounted return (:class:`~gasil_wrappers.reward.EnvRewardScale`), so α weighs
+    −log D against a reward of unit scale on every task.
 
     ``s`` is the observation the agent acted on and ``a`` its action. Each step also records (s, a) as
     a current-policy sample in the state, which trains D out of band on its cadence: the learner never
@@ -41,8 +46,13 @@ class DiscriminatorRewardWrapper(OwnerWrapper, gym.utils.RecordConstructorArgs):
     def __init__(self, env: gym.Env, state: GASILState):
         gym.utils.RecordConstructorArgs.__init__(self, state=state)
         OwnerWrapper.__init__(self, env, state)
+        c = state.config
+        self.reward_scale = EnvRewardScale(c.env_reward_scale_gamma) if c.env_reward_scale == "normalized" \
+            else None
 
-    def transition(self, obs, action, reward: float, done: bool, info: dict) -> float:
+    def transition(self, obs, action, reward: float, terminated: bool, truncated: bool, info: dict) -> float:
+        if self.reward_scale is not None:
+            reward = self.reward_scale(reward, terminated)
         shaped, d_reward, alpha = self.state.shaped_reward(obs, action, reward)
         diag = info.setdefault(INFO_KEY, {})
         diag["discriminator_reward"] = d_reward

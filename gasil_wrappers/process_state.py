@@ -63,6 +63,7 @@ import numpy as np
 
 from gasil_wrappers.config import GASILConfig
 from gasil_wrappers.discriminator import DiscriminatorForward
+from gasil_wrappers.reward import shaped_reward
 from gasil_wrappers.state import GASILState, _flat_dim
 from gasil_wrappers.topk import GoodTrajectoryBuffer
 
@@ -286,7 +287,7 @@ class _Server:
             info["shipped"] = True
             self.block.header[_SHIPPERS] += 1
         if state.rounds == 0 and self.min_seed is not None and \
-                state.policy_steps + len(rows) >= self.config.d_every:
+                state.policy_steps + len(rows) >= self.config.round_every:
             state.seed_if_unset(self.min_seed)  # before D's init: the smallest reset seed of any worker
         if state.record_samples(rows):
             self._publish(weights=True)
@@ -394,7 +395,7 @@ class ProcessGASILState:
         self._control = None
         self._finalizer = None
         self._closed = False
-        self._chunk = max(1, min(64, config.d_every // 16))
+        self._chunk = max(1, min(64, config.round_every // 16))
         self._spaces = None  # what attach() was given, to attach again in a forked child
         self._stopped: tuple[int, str] | None = None  # owner side: the server's last word
         self._reset_client()
@@ -704,7 +705,7 @@ class ProcessGASILState:
         if self._ready:
             d_reward = float(self._snap.reward(row))
             alpha = self.alpha_at(header[_STEPS] + n * max(1, header[_SHIPPERS]))
-            shaped = self.config.env_reward_weight * env_reward + alpha * d_reward
+            shaped = shaped_reward(env_reward, d_reward, alpha, True, self.config.env_reward_weight)
         else:
             d_reward, alpha, shaped = 0.0, 0.0, env_reward
         self._n_pending = n + 1

@@ -7,6 +7,8 @@ observations, delayed rewards), so the buffer ranks episodes by the reward the a
 
 from __future__ import annotations
 
+import importlib
+
 import gymnasium as gym
 
 from gasil_wrappers.config import GASILConfig
@@ -16,7 +18,7 @@ from gasil_wrappers.observation_noise import ObservationNoise
 from gasil_wrappers.state import GASILState
 from gasil_wrappers.topk import TopKEpisodeRecorder
 
-__all__ = ["wrap_stack", "make_env", "has_stack"]
+__all__ = ["wrap_stack", "make_env", "has_stack", "is_stack_id"]
 
 
 def has_stack(env: gym.Env) -> bool:
@@ -63,15 +65,35 @@ def wrap_stack(env: gym.Env, config: GASILConfig, *, state: GASILState | None = 
     return env
 
 
-def make_env(env_id: str, config: GASILConfig | None = None, **make_kwargs) -> gym.Env:
+def is_stack_id(env_id: str) -> bool:
+    """Whether ``env_id`` is one of our registered ids, whose envs already contain a stack."""
+    module, _, plain_id = env_id.rpartition(":")
+    if module:
+        importlib.import_module(module)  # what gym.make does with "module:id"
+    entry_point = gym.spec(plain_id).entry_point
+    return getattr(entry_point, "__module__", "") == "gasil_wrappers.registration" or \
+        str(entry_point).startswith("gasil_wrappers.registration")
+
+
+def make_env(env_id: str, config: GASILConfig | None = None, *, batch_size: int | None = None,
+             **make_kwargs) -> gym.Env:
     """``gym.make(env_id, **make_kwargs)`` wrapped in the stack of ``config``.
 
     ``env_id`` may be a plain Gymnasium id (``"Hopper-v5"``) or one of ours
     (``"gasil_wrappers:GASIL-DelayedHopper-v5"``), which already contains its stack; then ``config``
     must not ask for delay, noise or a buffer again (pass those settings as ``make_kwargs``).
+    ``batch_size``: the learner's batch (steps summed over sub-envs per update); D then trains once per
+    batch unless ``d_every`` is set (in ``config``, or for our ids in ``make_kwargs`` or the id itself).
     """
-    env = gym.make(env_id, **make_kwargs)
     config = config if config is not None else GASILConfig()
+    if batch_size is not None:
+        if is_stack_id(env_id):
+            registered = gym.spec(env_id.rpartition(":")[2]).kwargs
+            if make_kwargs.get("d_every", registered.get("d_every")) is None:
+                make_kwargs = {**make_kwargs, "d_every": int(batch_size)}
+        else:
+            config = config.for_batch(batch_size)
+    env = gym.make(env_id, **make_kwargs)
     if has_stack(env):
         if config.delay != 1 or config.obs_noise_std > 0 or config.records_buffer:
             raise ValueError(

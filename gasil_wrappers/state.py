@@ -18,8 +18,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from gasil_wrappers.config import GASILConfig
+from gasil_wrappers.config import DEFAULT_D_EVERY, GASILConfig
 from gasil_wrappers.discriminator import Discriminator
+from gasil_wrappers.reward import shaped_reward
 from gasil_wrappers.topk import GoodTrajectoryBuffer
 
 __all__ = ["GASILState", "find_state"]
@@ -87,6 +88,10 @@ class GASILState:
         self._pending: Future | None = None  # the round training in the background
         self._apply_at = 0  # the policy step at which its weights take effect
         self._pending_pid = os.getpid()  # the process whose thread trains it
+        # |w·r| and α·(−log D) summed over the shaped rewards since the last round started, and the share
+        # of the GASIL term in the last completed window (one PPO batch when d_every is the batch)
+        self._terms = [0.0, 0.0]
+        self._term_share = math.nan
 
     # --- sharing ---------------------------------------------------------------------------------
     @classmethod
@@ -111,7 +116,7 @@ class GASILState:
         obs_dim, act_dim = _flat_dim(observation_space, "observation"), _flat_dim(action_space, "action")
         if self.obs_dim is None:
             self.obs_dim, self.act_dim = obs_dim, act_dim
-            self._recent = np.empty((self.config.d_every, obs_dim + act_dim))
+            self._recent = np.empty((self.config.round_every, obs_dim + act_dim))
         elif (obs_dim, act_dim) != (self.obs_dim, self.act_dim):
             raise ValueError(
                 f"GASILState: an env with observation dim {obs_dim} and action dim {act_dim} cannot share a "
@@ -160,11 +165,24 @@ class GASILState:
         if self.rounds:
             d_reward = self.discriminator.forward.reward(row)
             alpha = self.alpha_at(self.policy_steps)
-            shaped = self.config.env_reward_weight * env_reward + alpha * d_reward
+            shaped = self.shape(env_reward, d_reward, alpha, True)
         else:
             d_reward, alpha, shaped = 0.0, 0.0, env_reward
         self._count_sample()
         return shaped, d_reward, alpha
+
+    def shape(self, env_reward, d_reward, alpha, ready):
+        """:func:`~gasil_wrappers.reward.shaped_reward` with this config's weight, counted towards the
+        GASIL term's share (``diagnostics()["term_share"]``). Scalars or arrays (one entry per sub-env)."""
+        w = self.config.env_reward_weight
+        terms = self._terms
+        if isinstance(ready, np.ndarray):
+            terms[0] += float(np.abs(w * env_reward[ready]).sum())
+            terms[1] += float((alpha * d_reward)[ready].sum())
+        elif ready:
+            terms[0] += abs(w * env_reward)
+            terms[1] += alpha * d_reward
+        return shaped_reward(env_reward, d_reward, alpha, ready, w)
 
     def record_samples(self, rows: np.ndarray) -> int:
         """Record rows ``concat(s, a)`` as current-policy samples, in order, without computing rewards.
@@ -188,7 +206,7 @@ class GASILState:
         self._since_round += 1
         if self._pending is not None and self.policy_steps >= self._apply_at:
             self._apply_pending()
-        if self._since_round >= self.config.d_every and len(self.buffer):
+        if self._since_round >= self.config.round_every and len(self.buffer):
             self._start_round()
 
     def discriminator_reward(self, obs, action) -> np.ndarray:
@@ -223,6 +241,10 @@ class GASILState:
         c = self.config
         d = self._ensure_discriminator()
         self._since_round = 0
+        env_part, term = self._terms
+        if env_part + term > 0:
+            self._term_share = term / (env_part + term)
+        self._terms = [0.0, 0.0]
         return d.draw(self._recent[: self._n_recent], self.good_samples(),
                       updates=c.d_updates, batch_size=c.d_batch_size, rng=self.rng)
 
@@ -263,13 +285,18 @@ class GASILState:
 
     # --- reading -----------------------------------------------------------------------------------
     def diagnostics(self) -> dict[str, float]:
-        """D loss and per-class accuracy of the last round, buffer statistics, counters and α."""
+        """D loss and per-class accuracy of the last round, buffer statistics, counters and α.
+
+        ``term_share`` is Σ α·(−log D) ÷ (Σ |w·r| + Σ α·(−log D)) over the shaped rewards between the
+        last two rounds (one learner batch): how much of the reward GASIL contributes (NaN until then).
+        """
         returns = self.buffer.returns()
         return {
             **self._last_stats,
             "rounds": self.rounds,
             "policy_steps": self.policy_steps,
             "alpha": self.alpha_at(self.policy_steps) if self.ready else 0.0,
+            "term_share": self._term_share,
             "buffer_episodes": len(self.buffer),
             "buffer_steps": self.buffer.num_steps,
             "buffer_mean_return": float(returns.mean()) if len(returns) else math.nan,
@@ -307,6 +334,8 @@ class GASILState:
             "discriminator": None if self.discriminator is None else self.discriminator.state_dict(),
             "last_stats": dict(self._last_stats),
             "pending": pending,
+            "terms": list(self._terms),
+            "term_share": self._term_share,
         }
 
     def _buffer_state(self) -> dict:
@@ -323,6 +352,8 @@ class GASILState:
                 raise ValueError(f"unknown format {state.get('format')!r}")
             mine = dataclasses.asdict(self.config)
             theirs = dict(state["config"])
+            mine["d_every"] = self.config.round_every  # states saved before d_every could be None
+            theirs["d_every"] = theirs.get("d_every") or DEFAULT_D_EVERY
             for name in ("d_hidden", "buffer_steps", "gamma", "d_every"):
                 if tuple(np.ravel(mine[name])) != tuple(np.ravel(theirs[name])):
                     raise ValueError(f"config field {name}: saved {theirs[name]!r}, here {mine[name]!r}")
@@ -347,6 +378,8 @@ class GASILState:
                 self._rng = np.random.default_rng()
                 self._rng.bit_generator.state = state["rng"]
             self._last_stats = dict(state["last_stats"])
+            self._terms = [float(x) for x in state.get("terms", (0.0, 0.0))]  # absent before term shares
+            self._term_share = float(state.get("term_share", math.nan))
             self._pending = None
             pending = state.get("pending")  # absent in states saved before rounds trained in the background
             if pending is not None:

@@ -177,7 +177,7 @@ class TopKEpisodeRecorder(OwnerWrapper, gym.utils.RecordConstructorArgs):
     def begin_episode(self) -> None:
         self._t = 0
 
-    def transition(self, obs, action, reward: float, done: bool, info: dict) -> float:
+    def transition(self, obs, action, reward: float, terminated: bool, truncated: bool, info: dict) -> float:
         t = self._t
         if t == len(self._rew):
             self._obs, self._act, self._rew = (np.concatenate([a, np.empty_like(a)]) for a in
@@ -186,6 +186,6 @@ class TopKEpisodeRecorder(OwnerWrapper, gym.utils.RecordConstructorArgs):
         self._act[t] = action
         self._rew[t] = reward
         self._t = t + 1
-        if done:
+        if terminated or truncated:
             self.state.add_episode(self._obs[: t + 1], self._act[: t + 1], self._rew[: t + 1])
         return reward

@@ -21,12 +21,12 @@ then building the wrapper raises ``ImportError``.
 from __future__ import annotations
 
 import functools
-import importlib
 
 import gymnasium as gym
 import numpy as np
 
 from gasil_wrappers.config import INFO_KEY, GASILConfig
+from gasil_wrappers.reward import EnvRewardScale
 from gasil_wrappers.state import GASILState
 from gasil_wrappers.topk import TopKEpisodeRecorder
 
@@ -93,6 +93,9 @@ class GASILVectorReward(_VectorWrapper if _AVAILABLE else object):
         self._x = np.zeros((n, state.obs_dim + state.act_dim))  # row j: the obs sub-env j acts on, its action
         self._autoreset = np.zeros(n, dtype=bool)
         self._mode = self._autoreset_mode(env)
+        c = self.config
+        self._scales = [EnvRewardScale(c.env_reward_scale_gamma) for _ in range(n)] \
+            if c.gasil and c.env_reward_scale == "normalized" else None
 
     @staticmethod
     def _autoreset_mode(env) -> str:
@@ -134,14 +137,15 @@ class GASILVectorReward(_VectorWrapper if _AVAILABLE else object):
             recorder.step(actions[j])  # checks the action and reward; a finished episode enters the buffer
             if not shape:
                 continue
+            if self._scales is not None:  # per sub-env, in sub-env order, as the per-env stack does
+                rewards_out[j] = self._scales[j](rewards_out[j], bool(terminations[j]))
             if scores is not None:
                 d_reward[j], alpha[j], ready[j] = scores[k - first], state.alpha_at(state.policy_steps), True
             if state.record_samples(x[j: j + 1]) and k + 1 < len(idx):
                 # ... and, when a round ran after sub-env j's sample, one more for the sub-envs after it.
                 first, scores = k + 1, state.discriminator.reward(x[idx[k + 1:]])
         if shape:
-            w = self.config.env_reward_weight
-            rewards_out = np.where(ready, w * rewards_out + alpha * d_reward, rewards_out)
+            rewards_out = state.shape(rewards_out, d_reward, alpha, ready)
             diag = infos.setdefault(INFO_KEY, {})
             for name, value in (("discriminator_reward", d_reward), ("alpha", alpha),
                                 ("shaped_reward", rewards_out.copy())):
@@ -176,12 +180,9 @@ def make_vec_stack(env_id: str, num_envs: int, config: GASILConfig, *, vectoriza
     vector wrapper sees every sub-env in this process. ``env_id`` must be a plain id, not one of the
     ``gasil_wrappers:`` ids that already contain a per-env stack.
     """
-    module, _, plain_id = env_id.rpartition(":")
-    if module:
-        importlib.import_module(module)  # what gym.make does with "module:id"
-    spec = gym.spec(plain_id)
-    if getattr(spec.entry_point, "__module__", "") == "gasil_wrappers.registration" or \
-            str(spec.entry_point).startswith("gasil_wrappers.registration"):
+    from gasil_wrappers.stack import is_stack_id
+
+    if is_stack_id(env_id):
         raise ValueError(f"make_vec_stack: {env_id!r} already contains a per-env GASIL stack; "
                          "pass its base id")
     task = config.replace(gasil=False, top_k=False)

@@ -1,0 +1,204 @@
+"""The screening stage of the tuning protocol (issue 11): Table 1's random search, then a second seed.
+
+Examples (from the repository root)::
+
+    python -m experiments.screen --dry-run                    # the plan: trials, runs, their state
+    python -m experiments.screen --jobs 2                     # run (or resume) everything, then report
+    python -m experiments.screen --report-only                # the tables from what has finished
+
+Protocol (all at ``--total-timesteps``, 500k by default, on the delayed tasks):
+
+1. ``--num-trials`` PPO+GASIL settings drawn at random from ``--params`` (Table 1's ranges plus the
+   env-reward scale and the buffer's ranking discount, :data:`experiments.sweep.SEARCH_SPACE`), the same
+   settings on every task, seed 1. PPO with each of Table 1's learning rates, seeds 1 and 2.
+2. Candidates: each task's best ``--top`` settings by seed 1, and the best ``--top`` by the geometric
+   mean over tasks of seed 1. Every candidate runs seed 2 on every task.
+3. Choice (``screen.json``): per task the candidate with the best mean of seeds 1–2; one single setting
+   with the best geometric mean over tasks of those means; PPO's learning rate per task by the mean of
+   seeds 1–2. These are frozen before any held-out seed runs.
+
+Objective of a run: the mean true return of its last ``--last-n`` episodes. Everything lives in the
+runner's layout under ``--results-dir``; the command resumes after an interruption (finished runs are
+skipped, runs with a checkpoint continue from it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python experiments/screen.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import tyro  # noqa: E402
+
+from experiments.grid import REPO_ROOT, Run, expand_grid, run_state  # noqa: E402
+from experiments.results import last_n_mean  # noqa: E402
+from experiments.runner import run_all, write_manifest  # noqa: E402
+from experiments.sweep import SEARCH_SPACE, ParamName, trial_setting  # noqa: E402
+
+__all__ = ["Args", "sample_trials", "plan_stage1", "plan_stage2", "choose", "main"]
+
+
+@dataclass
+class Args:
+    """Screening of PPO+GASIL and PPO settings on the delayed tasks (issue 11's protocol)."""
+
+    tasks: tuple[str, ...] = ("Hopper-v5", "Walker2d-v5", "HalfCheetah-v5")
+    """Gymnasium ids"""
+    base_setting: str = "delayed20"
+    """the runner's setting every trial is added to"""
+    params: tuple[ParamName, ...] = ("learning_rate", "d_updates", "d_lr", "buffer_steps", "alpha",
+                                     "env_reward_scale", "buffer_gamma")
+    """the hyperparameters searched"""
+    num_trials: int = 16
+    """random settings, each run on every task"""
+    search_seed: int = 0
+    """seed of the random draw of settings"""
+    top: int = 3
+    """candidates per task (and by geometric mean) that run the second seed"""
+    total_timesteps: int = 500_000
+    """env steps per run"""
+    last_n: int = 20
+    """the objective: mean true return of each run's last this many episodes"""
+    results_dir: str = "results/screen-500k"
+    """where the runs go (runner layout), with screen.csv and screen.json"""
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    """runs at once"""
+    checkpoint_every: int = 100_000
+    """checkpoint period of every run (resume after an interruption)"""
+    dry_run: bool = False
+    """print the plan and the state of its runs, run nothing"""
+    report_only: bool = False
+    """run nothing; write screen.csv / screen.json from the finished runs"""
+
+
+def sample_trials(params: Sequence[str], num_trials: int, seed: int) -> list[dict]:
+    """``num_trials`` settings, each value drawn uniformly from its range; distinct, in draw order.
+
+    >>> sample_trials(["alpha"], 2, seed=0) == sample_trials(["alpha"], 2, seed=0)
+    True
+    """
+    rng = np.random.default_rng(seed)
+    trials, seen = [], set()
+    while len(trials) < num_trials:
+        trial = {p: SEARCH_SPACE[p][0][int(rng.integers(len(SEARCH_SPACE[p][0])))] for p in params}
+        key = tuple(trial.items())
+        if key not in seen:
+            seen.add(key)
+            trials.append(trial)
+        elif len(seen) >= math.prod(len(SEARCH_SPACE[p][0]) for p in params):
+            break
+    return trials
+
+
+def _runs(args: Args, agent: str, settings: Sequence[str], seeds: Sequence[int]) -> list[Run]:
+    return expand_grid(agents=[agent], tasks=args.tasks, settings=settings, seeds=seeds,
+                       total_timesteps=args.total_timesteps, results_dir=args.results_dir,
+                       checkpoint_every=args.checkpoint_every)
+
+
+def _settings(args: Args) -> list[str]:
+    return [trial_setting(args.base_setting, t) for t in sample_trials(args.params, args.num_trials,
+                                                                         args.search_seed)]
+
+
+def _ppo_settings(args: Args) -> list[str]:
+    rates = SEARCH_SPACE["learning_rate"][0]
+    return [trial_setting(args.base_setting, {"learning_rate": lr}) for lr in rates]
+
+
+def plan_stage1(args: Args) -> list[Run]:
+    """PPO+GASIL trials on seed 1 (trial by trial, every task), then PPO's learning rates on seeds 1, 2."""
+    gasil = [run for setting in _settings(args) for run in _runs(args, "ppo_gasil", [setting], [1])]
+    return gasil + _runs(args, "ppo", _ppo_settings(args), [1, 2])
+
+
+def _objective(args: Args, runs: Sequence[Run]) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        if run_state(run) == "done":
+            mean, episodes = last_n_mean(run.csv_path, args.last_n)
+            rows.append({"agent": run.agent, "task": run.task, "setting": run.setting, "seed": run.seed,
+                         "objective": mean, "episodes": episodes})
+    return pd.DataFrame(rows, columns=["agent", "task", "setting", "seed", "objective", "episodes"])
+
+
+def _geomean(table: pd.DataFrame, tasks: Sequence[str]) -> pd.Series:
+    """Per setting, the geometric mean over tasks (NaN unless every task has a positive value)."""
+    wide = table.reindex(columns=list(tasks))
+    return np.exp(np.log(wide.where(wide > 0)).mean(axis=1, skipna=False))
+
+
+def plan_stage2(args: Args, stage1: pd.DataFrame) -> list[str]:
+    """The candidates (settings) for the second seed, from the seed-1 results of every trial."""
+    gasil = stage1[(stage1.agent == "ppo_gasil") & (stage1.seed == 1)]
+    table = gasil.pivot_table(index="setting", columns="task", values="objective")
+    candidates = []
+    for task in args.tasks:
+        if task in table:
+            candidates += list(table[task].nlargest(args.top).index)
+    candidates += list(_geomean(table, args.tasks).nlargest(args.top).index)
+    return list(dict.fromkeys(candidates))
+
+
+def choose(args: Args, results: pd.DataFrame, candidates: Sequence[str]) -> dict:
+    """The frozen choice: per-task best and single GASIL setting, and PPO's learning rate per task."""
+    gasil = results[(results.agent == "ppo_gasil") & results.setting.isin(candidates)]
+    both = gasil.groupby(["setting", "task"]).filter(lambda g: set(g.seed) >= {1, 2})
+    table = both.pivot_table(index="setting", columns="task", values="objective", aggfunc="mean")
+    ppo = results[results.agent == "ppo"].pivot_table(index="setting", columns="task", values="objective",
+                                                      aggfunc="mean")
+    geo = _geomean(table, args.tasks)
+    return {
+        "per_task": {t: table[t].idxmax() for t in args.tasks if t in table and table[t].notna().any()},
+        "single": None if geo.isna().all() else geo.idxmax(),
+        "single_geomean": None if geo.isna().all() else float(geo.max()),
+        "ppo": {t: ppo[t].idxmax() for t in args.tasks if t in ppo and ppo[t].notna().any()},
+        "gasil_table": table.round(1).to_dict(),
+        "ppo_table": ppo.round(1).to_dict(),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
+    out = Path(args.results_dir)
+    stage1 = plan_stage1(args)
+    if args.dry_run:
+        for run in stage1:
+            print(f"{run_state(run):6s} {run.name}")
+        return 0
+    if not args.report_only:
+        write_manifest(out, stage1)
+        failed = [r for r in run_all(stage1, jobs=args.jobs) if not r.ok]
+        if failed:
+            print("failed: " + ", ".join(r.name for r in failed), file=sys.stderr)
+            return 1
+    results = _objective(args, stage1)
+    candidates = plan_stage2(args, results)
+    stage2 = _runs(args, "ppo_gasil", candidates, [2])
+    if not args.report_only:
+        write_manifest(out, stage2)
+        failed = [r for r in run_all(stage2, jobs=args.jobs) if not r.ok]
+        if failed:
+            print("failed: " + ", ".join(r.name for r in failed), file=sys.stderr)
+            return 1
+    results = _objective(args, stage1 + stage2)
+    results.sort_values(["agent", "task", "setting", "seed"]).to_csv(out / "screen.csv", index=False)
+    choice = {"candidates": candidates, **choose(args, results, candidates),
+              "commit": os.environ.get("GASIL_COMMIT", ""), "args": {k: v for k, v in vars(args).items()}}
+    (out / "screen.json").write_text(json.dumps(choice, indent=2, default=str) + "\n")
+    print(json.dumps({k: choice[k] for k in ("per_task", "single", "single_geomean", "ppo")}, indent=2))
+    print(f"wrote {out / 'screen.csv'} and {out / 'screen.json'} (code {REPO_ROOT.name})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
