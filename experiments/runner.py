@@ -151,7 +151,7 @@ def execute(run: Run, *, resume: bool, code_dir: str | os.PathLike = REPO_ROOT,
         if os.path.exists(run.csv_path):  # finished by another runner since this one looked
             return RunResult(run.name, 0, 0.0, resume)
         log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {'resume' if resume else 'start'}: "
-                  f"{shlex.join(cmd)}\n")
+                  f"{display_command(cmd[1:], Path(code_dir))}\n")
         log.flush()
         try:
             proc = subprocess.Popen(cmd, cwd=run.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -392,8 +392,19 @@ def run_all(runs: Sequence[Run], *, jobs: int = os.cpu_count() or 1, ray_address
 _MANIFEST_FIELDS = ["run", "agent", "task", "setting", "seed", "total_timesteps", "csv", "command"]
 
 
+def _relative(word: str, root: Path = REPO_ROOT) -> str:
+    """A path inside the repository as a path relative to it (results files name no machine's paths)."""
+    path = Path(word)
+    return str(path.relative_to(root)) if path.is_absolute() and path.is_relative_to(root) else word
+
+
+def display_command(argv: Sequence[str], root: Path = REPO_ROOT) -> str:
+    """The command as it is recorded in logs and manifests: ``python``, then repository-relative paths."""
+    return shlex.join(["python", *(_relative(str(w), Path(root)) for w in argv)])
+
+
 def _command(run: Run) -> str:
-    return shlex.join(["python", *run.argv()])
+    return display_command(run.argv())
 
 
 # Flags that don't change what a run computes (paths, threads, logging): ignored when comparing commands.
