@@ -5,6 +5,7 @@ Examples (from the repository root)::
     python -m experiments.screen --dry-run                    # the plan: trials, runs, their state
     python -m experiments.screen --jobs 2                     # run (or resume) everything, then report
     python -m experiments.screen --report-only                # the tables from what has finished
+    python -m experiments.screen --heldout --jobs 2           # step 4, once screen.json is frozen
 
 Protocol (all at ``--total-timesteps``, 500k by default, on the delayed tasks):
 
@@ -16,6 +17,13 @@ Protocol (all at ``--total-timesteps``, 500k by default, on the delayed tasks):
 3. Choice (``screen.json``): per task the candidate with the best mean of seeds 1–2; one single setting
    with the best geometric mean over tasks of those means; PPO's learning rate per task by the mean of
    seeds 1–2. These are frozen before any held-out seed runs.
+
+4. Held-out evaluation (``--heldout``), from ``screen.json`` only, at ``--heldout-timesteps`` (1M) in
+   ``--heldout-dir``: PPO (its learning rate per task) and PPO+GASIL (the single setting, and each
+   task's own where it differs) on seeds 101–110; PPO+SIL and PPO+BC (delayed, defaults) and, on the
+   undelayed tasks, PPO (defaults) and PPO+GASIL (the single setting without the delay) on 101–105.
+   ``heldout.csv`` then has per agent and task the mean, 95% bootstrap interval and per-seed values,
+   and GASIL ÷ PPO per task with the geometric mean.
 
 Objective of a run: the mean true return of its last ``--last-n`` episodes. Everything lives in the
 runner's layout under ``--results-dir``; the command resumes after an interruption (finished runs are
@@ -77,7 +85,15 @@ class Args:
     dry_run: bool = False
     """print the plan and the state of its runs, run nothing"""
     report_only: bool = False
-    """run nothing; write screen.csv / screen.json from the finished runs"""
+    """run nothing; write screen.csv / screen.json from the finished runs (with --heldout: heldout.csv)"""
+    heldout: bool = False
+    """step 4: the held-out evaluation of the settings frozen in <results-dir>/screen.json"""
+    heldout_dir: str = "results/heldout-1M"
+    """where the held-out runs and heldout.csv go"""
+    heldout_timesteps: int = 1_000_000
+    """env steps per held-out run"""
+    heldout_seeds: tuple[int, ...] = tuple(range(101, 111))
+    """seeds of the main comparison (PPO vs PPO+GASIL); the other agents use the first half"""
 
 
 def sample_trials(params: Sequence[str], num_trials: int, seed: int) -> list[dict]:
@@ -167,8 +183,71 @@ def choose(args: Args, results: pd.DataFrame, candidates: Sequence[str]) -> dict
     }
 
 
+def plan_heldout(args: Args, choice: dict) -> list[Run]:
+    """The held-out runs of the frozen choice (nothing here reads a held-out result)."""
+    seeds, half = list(args.heldout_seeds), list(args.heldout_seeds[: max(1, len(args.heldout_seeds) // 2)])
+
+    def runs(agent, task, setting, run_seeds):
+        return expand_grid(agents=[agent], tasks=[task], settings=[setting], seeds=run_seeds,
+                           total_timesteps=args.heldout_timesteps, results_dir=args.heldout_dir,
+                           checkpoint_every=args.checkpoint_every)
+
+    undelayed_single = "+".join(p for p in choice["single"].split("+") if p != args.base_setting) or "plain"
+    plan = []
+    for task in args.tasks:
+        plan += runs("ppo", task, choice["ppo"][task], seeds)
+        plan += runs("ppo_gasil", task, choice["single"], seeds)
+        if choice["per_task"].get(task, choice["single"]) != choice["single"]:
+            plan += runs("ppo_gasil", task, choice["per_task"][task], seeds)
+    for task in args.tasks:
+        plan += runs("ppo_sil", task, args.base_setting, half) + runs("ppo_bc", task, args.base_setting, half)
+        plan += runs("ppo", task, "plain", half) + runs("ppo_gasil", task, undelayed_single, half)
+    return plan
+
+
+def heldout_table(args: Args, plan: Sequence[Run]) -> pd.DataFrame:
+    """Per agent, task and setting: n, mean, 95% bootstrap interval, per-seed values of the finished runs."""
+    from experiments.plot import bootstrap_band
+
+    finals = _objective(args, plan)
+    rows = []
+    for (agent, task, setting), group in finals.groupby(["agent", "task", "setting"], sort=False):
+        group = group.sort_values("seed")
+        values = group["objective"].to_numpy()
+        mean, lo, hi = bootstrap_band(values[:, None], n_boot=10_000)
+        rows.append({"agent": agent, "task": task, "setting": setting, "n_seeds": len(values),
+                     "mean": float(mean[0]), "lo": float(lo[0]), "hi": float(hi[0]),
+                     "per_seed": " ".join(f"{s}:{v:.1f}" for s, v in zip(group.seed, values))})
+    return pd.DataFrame(rows)
+
+
+def _heldout(args: Args) -> int:
+    choice_path = Path(args.results_dir) / "screen.json"
+    if not choice_path.exists():
+        raise SystemExit(f"{choice_path} does not exist: finish the screening first")
+    choice = json.loads(choice_path.read_text())
+    if not choice.get("single") or set(choice.get("ppo", {})) < set(args.tasks):
+        raise SystemExit(f"{choice_path} has no complete choice yet (single setting and PPO's rates)")
+    plan = plan_heldout(args, choice)
+    if args.dry_run:
+        for run in plan:
+            print(f"{run_state(run):6s} {run.name}")
+        return 0
+    if not args.report_only:
+        write_manifest(Path(args.heldout_dir), plan)
+        failed = [r for r in run_all(plan, jobs=args.jobs) if not r.ok]
+        if failed:
+            print("failed: " + ", ".join(r.name for r in failed), file=sys.stderr)
+    table = heldout_table(args, plan)
+    table.to_csv(Path(args.heldout_dir) / "heldout.csv", index=False)
+    print(table.to_string(index=False))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
+    if args.heldout:
+        return _heldout(args)
     out = Path(args.results_dir)
     stage1 = plan_stage1(args)
     if args.dry_run:
