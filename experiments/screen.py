@@ -241,7 +241,24 @@ def _heldout(args: Args) -> int:
     table = heldout_table(args, plan)
     table.to_csv(Path(args.heldout_dir) / "heldout.csv", index=False)
     print(table.to_string(index=False))
+    ratios = heldout_ratios(args, table, choice)
+    ratios.to_csv(Path(args.heldout_dir) / "heldout_ratios.csv", index=False)
+    print(ratios.to_string(index=False))
     return 0
+
+
+def heldout_ratios(args: Args, table: pd.DataFrame, choice: dict) -> pd.DataFrame:
+    """PPO+GASIL (single setting) ÷ PPO per delayed task, and their geometric mean (last row)."""
+    means = {(r.agent, r.task, r.setting): r.mean for r in table.itertuples()}
+    rows = []
+    for task in args.tasks:
+        ppo = means.get(("ppo", task, choice["ppo"][task]))
+        gasil = means.get(("ppo_gasil", task, choice["single"]))
+        ratio = gasil / ppo if ppo and gasil is not None and ppo > 0 else float("nan")
+        rows.append({"task": task, "ppo": ppo, "ppo_gasil": gasil, "ratio": ratio})
+    ratios = pd.DataFrame(rows)
+    geo = float(np.exp(np.log(ratios["ratio"]).mean())) if (ratios["ratio"] > 0).all() else float("nan")
+    return pd.concat([ratios, pd.DataFrame([{"task": "geometric mean", "ratio": geo}])], ignore_index=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

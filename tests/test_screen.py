@@ -78,3 +78,15 @@ def test_heldout_uses_only_the_frozen_choice_and_fresh_seeds(tmp_path):
 def test_heldout_refuses_to_start_before_the_choice_is_frozen(tmp_path):
     with pytest.raises(SystemExit, match="screen.json"):
         main(["--heldout", "--results-dir", str(tmp_path), "--dry-run"])
+
+
+def test_heldout_ratios_by_hand():
+    from experiments.screen import heldout_ratios
+
+    choice = {"single": "S", "ppo": {t: "P" for t in TASKS}}
+    table = pd.DataFrame([{"agent": a, "task": t, "setting": s, "mean": v}
+                          for t, (p, g) in zip(TASKS, ((1000, 2000), (500, 2000), (2000, 1000)))
+                          for a, s, v in (("ppo", "P", p), ("ppo_gasil", "S", g))])
+    ratios = heldout_ratios(Args(), table, choice)
+    assert ratios["ratio"].tolist()[:3] == [2.0, 4.0, 0.5]
+    assert ratios["ratio"].iloc[3] == pytest.approx(4.0 ** (1 / 3))
