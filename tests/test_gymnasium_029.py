@@ -24,6 +24,7 @@ LIBRARY_TESTS = [
     "tests/test_state.py",
     "tests/test_registration.py",
     "tests/test_point_mass.py",
+    "tests/test_reward.py",
 ]
 
 pytestmark = pytest.mark.skipif(

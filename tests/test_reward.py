@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from gasil_wrappers import GASILConfig, GASILState, make_env, wrap_stack
 from gasil_wrappers.reward import EnvRewardScale, shaped_reward
+from tests.conftest import mujoco_id
 
 NEEDS_VECTOR = pytest.mark.skipif(int(gym.__version__.split(".")[0]) < 1, reason="needs gymnasium >= 1.0")
 
@@ -135,9 +136,10 @@ def test_d_every_follows_the_learner_batch_unless_set():
     from gasil_wrappers import find_state
 
     assert find_state(env).config.round_every == 4096
-    env = make_env("gasil_wrappers:GASIL-DelayedHopper-v5", batch_size=8192, group="batch-id")
+    hopper = f"gasil_wrappers:GASIL-Delayed{mujoco_id('Hopper')}"
+    env = make_env(hopper, batch_size=8192, group="batch-id")
     assert find_state(env).config.round_every == 8192
-    env = make_env("gasil_wrappers:GASIL-DelayedHopper-v5", batch_size=8192, group="batch-id2", d_every=500)
+    env = make_env(hopper, batch_size=8192, group="batch-id2", d_every=500)
     assert find_state(env).config.round_every == 500
 
 
