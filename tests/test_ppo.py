@@ -106,10 +106,10 @@ def test_resume_is_bitwise_identical_with_gasil_on_hopper(ppo):
 
     ckpt = torch.load("runs/part/checkpoint.pt", weights_only=False)
     assert ckpt["global_step"] == 256
-    assert ckpt["gasil_owner"]["rounds"] >= 1  # D, its optimizer and its RNG are part of the state
-    chain = dict(ckpt["envs"][0])
-    assert chain["TimeLimit"]["_elapsed_steps"] > 0  # checkpointed mid-episode
-    assert ppo._MUJOCO_KEY in chain["HopperEnv"]
+    assert ckpt["envs"]["owners"][0]["rounds"] >= 1  # D, its optimizer and its RNG are part of the state
+    chain = {layer["class"]: layer["state"] for layer in ckpt["envs"]["envs"][0]}
+    assert chain["TimeLimit"]["elapsed_steps"] > 0  # checkpointed mid-episode
+    assert chain["HopperEnv"]["simulator"]["qpos"].shape == (6,)  # MuJoCo's state, not its objects
 
     resumed = train(ppo, *flags, "--csv-path", "part.csv", "--checkpoint-every", "256",
                     "--resume", "runs/part/checkpoint.pt")
@@ -170,7 +170,8 @@ def test_async_vector_env_runs(ppo):
 def test_checkpoint_from_other_wrapper_code_is_a_clear_error(ppo):
     train(ppo, "--run-name", "old", "--checkpoint-every", "256", "--total-timesteps", "256", group="old")
     ckpt = torch.load("runs/old/checkpoint.pt", weights_only=False)
-    dict(ckpt["envs"][0])["RecordEpisodeStatistics"]["_renamed_attribute"] = 0
+    layers = {layer["class"]: layer["state"] for layer in ckpt["envs"]["envs"][0]}
+    layers["RecordEpisodeStatistics"]["a_key_this_code_does_not_save"] = 0
     torch.save(ckpt, "edited.pt")
     with pytest.raises(ValueError, match="edited.pt.*RecordEpisodeStatistics.*other code"):
         train(ppo, "--total-timesteps", "256", "--resume", "edited.pt", group="old")

@@ -146,7 +146,7 @@ def test_tiny_run_clones_the_buffer_and_resumes_bitwise(bc):
     assert not part["finished"]
     ckpt = torch.load("runs/part/checkpoint.pt", weights_only=False)
     assert ckpt["algo"] == "ppo_bc" and ckpt["bc_minibatches"] > 0
-    assert len(ckpt["gasil_owner"]["buffer"]["episodes"]) > 0  # the buffer travels with the owner
+    assert len(ckpt["envs"]["owners"][0]["buffer"]["episodes"]) > 0  # the buffer travels with the owner
     resumed = train(bc, *flags, "--csv-path", "part.csv", "--resume", "runs/part/checkpoint.pt",
                     group="resume")
     assert resumed["finished"] and resumed["bc"] == full["bc"]
