@@ -19,10 +19,18 @@ from gasil_wrappers.delayed_reward import DelayedReward
 from gasil_wrappers.discriminator import Discriminator
 from gasil_wrappers.discriminator_reward import DiscriminatorRewardWrapper
 from gasil_wrappers.observation_noise import ObservationNoise
+from gasil_wrappers.persistence import (
+    env_state_dict,
+    load_env_state,
+    load_env_state_dict,
+    load_vector_env_state_dict,
+    save_env_state,
+    vector_env_state_dict,
+)
 from gasil_wrappers.process_state import GASILOwnerError, ProcessGASILState
 from gasil_wrappers.registration import register_envs
-from gasil_wrappers.stack import has_stack, make_env, wrap_stack
-from gasil_wrappers.state import GASILState, find_state
+from gasil_wrappers.stack import has_stack, make_env, make_eval_env, wrap_stack
+from gasil_wrappers.state import GASILOwnershipError, GASILState, find_state
 from gasil_wrappers.topk import Episode, GoodTrajectoryBuffer, TopKEpisodeRecorder, discounted_return
 from gasil_wrappers.vector import GASILVectorReward, make_vec_stack  # gymnasium >= 1.0 to build
 
@@ -34,6 +42,7 @@ __all__ = [
     "Episode",
     "GASILConfig",
     "GASILOwnerError",
+    "GASILOwnershipError",
     "GASILState",
     "GASILVectorReward",
     "GoodTrajectoryBuffer",
@@ -41,11 +50,18 @@ __all__ = [
     "ProcessGASILState",
     "TopKEpisodeRecorder",
     "discounted_return",
+    "env_state_dict",
     "find_state",
     "has_stack",
+    "load_env_state",
+    "load_env_state_dict",
+    "load_vector_env_state_dict",
     "make_env",
+    "make_eval_env",
     "make_vec_stack",
     "register_envs",
+    "save_env_state",
+    "vector_env_state_dict",
     "wrap_stack",
 ]
 

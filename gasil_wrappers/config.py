@@ -85,11 +85,16 @@ class GASILConfig:
 
     # --- sharing and seeding --------------------------------------------------------------------
     group: str = "default"
-    """sub-envs with the same base env, group and settings share one GASILState (one D, one buffer)"""
+    """sub-envs of one vector env share one GASILState (one D, one buffer); envs made separately share
+    one by naming the same group (same base env and settings), until its first reset"""
     seed: int | None = None
     """seed of the discriminator's init and sampling; None: taken from the first reset(seed=...)"""
     backend: Literal["inprocess", "process"] = "inprocess"
     """where the out-of-band state lives: this process, or a server process shared by subprocess workers"""
+    allow_subprocess_owner: bool = False
+    """let an in-process GASILState live in a multiprocessing child (or a process other than the one that
+    built it): for a child that runs a whole independent training run. Off, such an owner raises, since a
+    SubprocVecEnv/AsyncVectorEnv worker would silently train its own D on its own episodes"""
 
     def __post_init__(self) -> None:
         errors = []

@@ -7,12 +7,16 @@ outside the stack only sees the shaped return).
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 
 from gasil_wrappers._checks import check_reward, needs_reset
 from gasil_wrappers.config import INFO_KEY
 
 __all__ = ["DelayedReward"]
+
+_cut_warned = False  # the warning about episodes cut by a reset is shown once per process
 
 
 class DelayedReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -25,6 +29,12 @@ class DelayedReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     Every step it sets ``info["gasil"]["env_reward"]`` (the env's own reward this step) and at episode
     end ``info["gasil"]["episode_return"]`` and ``["episode_length"]``: the true, undelayed return.
+
+    A ``reset`` in the middle of an episode (a wrapper outside, or the trainer, cut it) is counted in
+    ``cut_episodes``, warned about once per process, and reported in the reset's
+    ``info["gasil"]``: ``cut_episode_return``, ``cut_episode_length`` and ``cut_unpaid_reward`` (the
+    accumulated reward never paid). Give registered ids their time limit with
+    ``gym.make(id, max_episode_steps=N)``: it truncates inside the stack, which then pays in full.
 
     Note:
         A non-finite env reward raises ``ValueError`` instead of being accumulated.
@@ -47,12 +57,50 @@ class DelayedReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._pending = 0.0
         self._return = 0.0
         self._t = 0
+        self.cut_episodes = 0  # episodes reset before they ended
 
     def reset(self, *, seed=None, options=None):
         obs, info = self.env.reset(seed=seed, options=options)
+        if self._running and self._t:
+            self._cut(info)
         self._pending, self._return, self._t = 0.0, 0.0, 0
         self._running = True
         return obs, info
+
+    def _cut(self, info: dict) -> None:
+        """A reset in the middle of an episode (by the user, or by a wrapper outside such as a TimeLimit):
+        report the episode in the reset's info, count it, warn once per process."""
+        global _cut_warned
+        self.cut_episodes += 1
+        diag = info.setdefault(INFO_KEY, {})
+        diag["cut_episode_return"] = self._return
+        diag["cut_episode_length"] = self._t
+        diag["cut_unpaid_reward"] = self._pending
+        if not _cut_warned:
+            _cut_warned = True
+            warnings.warn(
+                f"DelayedReward: reset() after {self._t} steps of an episode that had not ended; the agent "
+                f"was never paid its last {self._pending:.4g} of delayed reward. Usually a wrapper outside "
+                "the stack ended it (put the TimeLimit inside: gym.make(<id>, max_episode_steps=N) does), "
+                "or the trainer reset early (SB3 does at the start of learn() and of each evaluation). Such "
+                "episodes are reported in the reset's info['gasil'] (cut_episode_return, cut_episode_length, "
+                "cut_unpaid_reward), counted in .cut_episodes and in the owner's "
+                "diagnostics()['cut_episodes'], and enter the good-episode buffer as truncated. This warning "
+                "is shown once per process",
+                RuntimeWarning, stacklevel=2)
+
+    def state_dict(self) -> dict:
+        """The episode in progress: ``running`` (inside an episode), ``step`` (steps since the reset),
+        ``pending_reward`` (accumulated, not paid yet) and ``episode_return`` (the true return so far)."""
+        return {"running": bool(self._running), "step": int(self._t), "pending_reward": float(self._pending),
+                "episode_return": float(self._return)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        self._running = bool(state["running"])
+        self._t = int(state["step"])
+        self._pending = float(state["pending_reward"])
+        self._return = float(state["episode_return"])
 
     def step(self, action):
         if not self._running:

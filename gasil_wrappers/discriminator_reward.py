@@ -50,6 +50,22 @@ class DiscriminatorRewardWrapper(OwnerWrapper, gym.utils.RecordConstructorArgs):
         self.reward_scale = EnvRewardScale(c.env_reward_scale_gamma) if c.env_reward_scale == "normalized" \
             else None
 
+    def state_dict(self) -> dict:
+        """OwnerWrapper's keys, and ``env_reward_scale``: the running scale of the env reward
+        (:meth:`EnvRewardScale.state_dict`; None unless the config normalizes the env reward)."""
+        scale = None if self.reward_scale is None else self.reward_scale.state_dict()
+        return {**OwnerWrapper.state_dict(self), "env_reward_scale": scale}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        scale = state["env_reward_scale"]
+        if (scale is None) != (self.reward_scale is None):
+            raise ValueError("DiscriminatorRewardWrapper: saved with env_reward_scale "
+                             f"{'raw' if scale is None else 'normalized'}, this wrapper uses the other")
+        OwnerWrapper.load_state_dict(self, state)
+        if scale is not None:
+            self.reward_scale.load_state_dict(scale)
+
     def transition(self, obs, action, reward: float, terminated: bool, truncated: bool, info: dict) -> float:
         if self.reward_scale is not None:
             reward = self.reward_scale(reward, terminated)

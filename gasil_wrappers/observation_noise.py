@@ -48,6 +48,20 @@ class ObservationNoise(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
             self._next = len(self._noise)  # drop noise drawn from the previous seed
         return super().reset(seed=seed, options=options)
 
+    def state_dict(self) -> dict:
+        """``rng``: the state of the noise generator; ``noise``: the rows it already drew that the next
+        observations get (noise is drawn in blocks)."""
+        return {"rng": self._rng.bit_generator.state, "noise": self._noise[self._next:].copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        noise = np.array(state["noise"], dtype=self.observation_space.dtype)
+        if noise.shape[1:] != self.observation_space.shape:
+            raise ValueError(f"ObservationNoise: saved noise rows of shape {noise.shape[1:]}, observations "
+                             f"here have {self.observation_space.shape}")
+        self._rng.bit_generator.state = state["rng"]
+        self._noise, self._next = noise, 0
+
     def observation(self, observation):
         if self._next == len(self._noise):
             shape = (_BLOCK,) + self.observation_space.shape

@@ -15,10 +15,10 @@ from gasil_wrappers.config import GASILConfig
 from gasil_wrappers.delayed_reward import DelayedReward
 from gasil_wrappers.discriminator_reward import DiscriminatorRewardWrapper
 from gasil_wrappers.observation_noise import ObservationNoise
-from gasil_wrappers.state import GASILState
+from gasil_wrappers.state import GASILState, _vector_env_being_built, find_state
 from gasil_wrappers.topk import TopKEpisodeRecorder
 
-__all__ = ["wrap_stack", "make_env", "has_stack", "is_stack_id"]
+__all__ = ["wrap_stack", "make_env", "make_eval_env", "has_stack", "is_stack_id"]
 
 
 def has_stack(env: gym.Env) -> bool:
@@ -35,9 +35,15 @@ def wrap_stack(env: gym.Env, config: GASILConfig, *, state: GASILState | None = 
 
     DelayedReward is always applied (with ``delay=1`` it only reports the true episodic return under
     ``info["gasil"]``). The recorder is added when ``config.gasil or config.top_k``, the reward wrapper
-    when ``config.gasil``. Both use ``state`` or, by default, the live state shared by every env with
-    the same base env id and config in this process (see :meth:`GASILState.shared`); with
-    ``config.backend == "process"`` the owner is a server process shared with subprocess workers
+    when ``config.gasil``. Both use ``state`` (pass one to share it on purpose, also with a running
+    owner) or, by default, the owner this env shares (:meth:`GASILState.shared`): the sub-envs one
+    vector env builds in its constructor (``SyncVectorEnv``, ``gym.make_vec``, SB3's ``DummyVecEnv``;
+    each its own ``gym.make`` call, as in CleanRL) share one owner. Envs made separately share one only
+    until its first reset, with a warning unless they name the same ``group``; an env made later (an
+    evaluation env, ``env.spec.make()``, a re-run notebook cell) gets a fresh owner and a warning, so it
+    never feeds a running one. Under a subprocess vector env (``AsyncVectorEnv``, ``SubprocVecEnv``) an
+    in-process owner raises :class:`~gasil_wrappers.state.GASILOwnershipError`, naming the fixes.
+    With ``config.backend == "process"`` the owner is a server process shared with subprocess workers
     (see :meth:`gasil_wrappers.ProcessGASILState.shared`).
 
     Example:
@@ -52,17 +58,27 @@ def wrap_stack(env: gym.Env, config: GASILConfig, *, state: GASILState | None = 
     env = DelayedReward(env, config.delay)
     if config.records_buffer:
         if state is None:
-            env_key = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
+            env_key = _env_key(env)
             if config.backend == "process":
                 from gasil_wrappers.process_state import ProcessGASILState
 
                 state = ProcessGASILState.shared(config, env_key)
             else:
-                state = GASILState.shared(config, env_key)
+                state = GASILState.shared(config, env_key, vector=_vector_env_being_built())
         env = TopKEpisodeRecorder(env, state)
         if config.gasil:
             env = DiscriminatorRewardWrapper(env, state)
     return env
+
+
+def _env_key(env: gym.Env) -> str:
+    """The base env's id (for our registered ids too, whose spec names the id), else its class name."""
+    spec = env.spec
+    if spec is None:
+        return type(env.unwrapped).__name__
+    if getattr(spec.entry_point, "__module__", None) == "gasil_wrappers.registration":
+        return spec.kwargs.get("base_id", spec.id)
+    return spec.id
 
 
 def is_stack_id(env_id: str) -> bool:
@@ -102,3 +118,50 @@ def make_env(env_id: str, config: GASILConfig | None = None, *, batch_size: int 
             )
         return env
     return wrap_stack(env, config)
+
+
+def make_eval_env(env_or_id: str | gym.Env, config: GASILConfig | None = None, **make_kwargs) -> gym.Env:
+    """The same task as a training env, without GASIL: for evaluation that leaves training untouched.
+
+    ``env_or_id``: one of our ids (``"gasil_wrappers:GASIL-DelayedHopper-v5"``), a plain id with the
+    training ``config``, or a training env (one that :func:`wrap_stack` or our ids built). The result
+    has the task's observation noise and reward delay (so it sums to the true return, which is also
+    ``info["gasil"]["episode_return"]`` at episode end) and no owner: no discriminator, no buffer, no
+    shaped reward; nothing it does reaches a training run. ``make_kwargs`` go to ``gym.make``
+    (``max_episode_steps``, ``render_mode``, ...).
+
+    Example (SB3's EvalCallback):
+        ``EvalCallback(make_vec_env(lambda: make_eval_env("gasil_wrappers:GASIL-DelayedHopper-v5")))``
+
+    Example:
+        >>> from gasil_wrappers import find_state
+        >>> env = make_eval_env("gasil_wrappers:GASIL-DelayedHopper-v5")
+        >>> find_state(env) is None, env.get_wrapper_attr("delay")
+        (True, 20)
+    """
+    off = {"gasil": False, "top_k": False}
+    if isinstance(env_or_id, str):
+        if is_stack_id(env_or_id):
+            if config is not None:
+                raise ValueError(f"make_eval_env: {env_or_id!r} brings its own settings; pass changes as "
+                                 "gym.make keyword arguments, not a config")
+            return gym.make(env_or_id, **{**make_kwargs, **off})
+        return make_env(env_or_id, (config or GASILConfig()).replace(**off), **make_kwargs)
+    env = env_or_id
+    spec = env.unwrapped.spec
+    if spec is None:
+        raise ValueError("make_eval_env: this env has no spec (it was not made by gym.make); pass its id")
+    kwargs = dict(spec.kwargs)
+    if env.spec is not None and env.spec.max_episode_steps is not None:
+        kwargs.setdefault("max_episode_steps", env.spec.max_episode_steps)
+    kwargs.update(make_kwargs)
+    if spec.id in gym.registry and is_stack_id(spec.id):
+        return gym.make(spec.id, **{**kwargs, **off})
+    delay, noise, inner = 1, 0.0, env
+    while isinstance(inner, gym.Wrapper):
+        delay = inner.delay if isinstance(inner, DelayedReward) else delay
+        noise = inner.std if isinstance(inner, ObservationNoise) else noise
+        inner = inner.env
+    owner = find_state(env)
+    task = owner.config.replace(**off) if owner is not None else GASILConfig(delay=delay, obs_noise_std=noise)
+    return make_env(spec.id, task, **kwargs)

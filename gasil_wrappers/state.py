@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import multiprocessing
 import os
+import sys
+import warnings
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
@@ -23,10 +26,43 @@ from gasil_wrappers.discriminator import Discriminator
 from gasil_wrappers.reward import shaped_reward
 from gasil_wrappers.topk import GoodTrajectoryBuffer
 
-__all__ = ["GASILState", "find_state"]
+__all__ = ["GASILOwnershipError", "GASILState", "OwnerRef", "find_state"]
 
 _STATE_FORMAT = 1
+# (config, env key, id of the vector env being built or None) -> the live state envs made there share
 _shared: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_VECTOR_BASES = ("VectorEnv", "VecEnv")  # gymnasium's (also 0.29's experimental one) and SB3's base classes
+_SUBPROCESS_VECTORS = ("AsyncVectorEnv", "SubprocVecEnv")
+_FIXES = ("put GASIL on the vector env in the learner process instead: gasil_wrappers.make_vec_stack / "
+          "GASILVectorReward (gymnasium), gasil_wrappers.sb3.GASILVecEnvWrapper (SB3), or the Ray-backed "
+          "owner (docs/scale_out.md). If this process runs a whole independent training run of its own, "
+          "opt out with GASILConfig(allow_subprocess_owner=True) (gym.make(..., "
+          "allow_subprocess_owner=True), --stack.allow-subprocess-owner True)")
+
+
+class GASILOwnershipError(RuntimeError):
+    """An in-process GASIL owner used where it would silently split or leak: in a process other than
+    the one that built it, or in a multiprocessing child (a subprocess vector-env worker)."""
+
+
+def _vector_env_being_built():
+    """The vector env whose constructor is on the call stack (it is making its sub-envs), or None.
+
+    Recognizes gymnasium's vector envs (``SyncVectorEnv``, ``AsyncVectorEnv``, ``gym.make_vec``, 0.29's
+    too) and SB3's ``VecEnv`` s (``DummyVecEnv``, ``SubprocVecEnv``) by their base classes' names.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "__init__":
+            obj = frame.f_locals.get("self")
+            if obj is not None and any(c.__name__ in _VECTOR_BASES for c in type(obj).__mro__):
+                return obj
+        frame = frame.f_back
+    return None
+
+
+def _is_subprocess_vector(vector) -> bool:
+    return any(c.__name__ in _SUBPROCESS_VECTORS for c in type(vector).__mro__)
 
 
 def _flat_dim(space: gym.Space, what: str) -> int:
@@ -55,9 +91,18 @@ class GASILState:
         Until the buffer holds an episode *and* D has trained once, the shaped reward is the env
         reward ``r`` itself (unweighted, also for ``w = 0``): an untrained D carries no information.
 
-    Note:
-        ``copy.deepcopy`` returns the same object: the state is a shared service, and a silent copy
-        would fork D and the buffer (wrappers are deep-copied by ``env.spec``).
+    Sharing (who feeds one state): the sub-envs one vector env builds in its constructor
+    (``SyncVectorEnv``, ``gym.make_vec``, SB3's ``DummyVecEnv``, each sub-env from its own ``gym.make``
+    call, as in CleanRL) share one state. Envs made separately share one only while it has not been
+    reset yet, with a warning unless they name the same ``group``; an env made after that (an evaluation
+    env, ``env.spec.make()``, a re-run notebook cell) gets a fresh state of its own, with a warning.
+    Passing ``state=`` (:func:`~gasil_wrappers.wrap_stack`) shares on purpose. ``copy.deepcopy`` gives an
+    independent copy. Evaluate on :func:`~gasil_wrappers.make_eval_env`, which never touches a state.
+
+    Processes: a state serves the process that built it. Used in another process (a fork or a pickled
+    copy) or in a multiprocessing child (a ``SubprocVecEnv``/``AsyncVectorEnv`` worker, which would
+    train its own D on its own episodes), the wrappers raise :class:`GASILOwnershipError`, unless
+    ``config.allow_subprocess_owner`` says the child runs a whole independent training run.
 
     Example:
         >>> state = GASILState(GASILConfig(gasil=True, alpha=0.5, alpha_start=100, alpha_end=300))
@@ -92,24 +137,118 @@ class GASILState:
         # of the GASIL term in the last completed window (one PPO batch when d_every is the batch)
         self._terms = [0.0, 0.0]
         self._term_share = math.nan
+        self.cut_episodes = 0  # episodes reset before they ended (recorded as truncated)
+        self.env_key: str | None = None  # the env id it is shared under (GASILState.shared)
+        self.num_envs = 0  # recorders (one per env) feeding it
+        self._pid = os.getpid()  # the process it serves
+        self._started = False  # an env of it has been reset: it no longer takes new envs implicitly
+        self._scope: weakref.ref | None = None  # the vector env whose sub-envs share it
+        self._join_warned = False
 
     # --- sharing ---------------------------------------------------------------------------------
-    @classmethod
-    def shared(cls, config: GASILConfig, env_key: str) -> GASILState:
-        """The live state for (config, env_key) in this process, created on first use.
+    @property
+    def started(self) -> bool:
+        """Whether an env using this state has been reset (or it has recorded anything)."""
+        return self._started or self.policy_steps > 0 or len(self.buffer) > 0
 
-        Sub-envs made by separate ``gym.make`` calls with the same base env and the same config
-        (``group`` included) get one state, as long as any of them is alive.
+    @classmethod
+    def shared(cls, config: GASILConfig, env_key: str, *, vector=None) -> GASILState:
+        """The state an env with base ``env_key`` and ``config`` built now shares, created if needed.
+
+        Inside the constructor of a vector env (``vector``, found on the call stack by
+        :func:`~gasil_wrappers.wrap_stack`), its sub-envs share one state. Envs made outside one share
+        by (config, env_key), ``group`` included, while the state has not started (no env of it has been
+        reset); joining one with the default group warns. An env made after its state started gets a
+        fresh state, with a warning. A state is never shared across processes.
         """
-        key = (config, env_key)
+        if vector is not None and _is_subprocess_vector(vector) and not config.allow_subprocess_owner:
+            raise GASILOwnershipError(
+                f"{type(vector).__name__} runs every sub-env in a worker process, where an in-process GASIL "
+                f"owner would train one discriminator per worker on that worker's episodes alone; {_FIXES}")
+        key = (config, env_key, None if vector is None else id(vector))
         state = _shared.get(key)
+        if state is not None and vector is not None and state._scope() is not vector:
+            state = None  # the id of a vector env that is gone
+        if state is not None and state._pid != os.getpid():
+            state = None  # inherited by fork: it serves the parent
+        if state is not None and state.started:
+            warnings.warn(
+                f"GASIL: an env of {env_key!r} (group {config.group!r}) was made after the GASIL owner it "
+                f"would share started ({state.policy_steps} policy steps, {len(state.buffer)} buffered "
+                "episodes); it gets a fresh owner of its own, so it never feeds the running one. For "
+                "evaluation use gasil_wrappers.make_eval_env; to add an env to a running owner on "
+                "purpose pass it: wrap_stack(env, config, state=find_state(train_env))",
+                RuntimeWarning, stacklevel=3)
+            state = None
         if state is None:
             state = cls(config)
+            state.env_key = env_key
+            if vector is not None:
+                state._scope = weakref.ref(vector)
             _shared[key] = state
+        elif vector is None and config.group == "default" and not state._join_warned:
+            state._join_warned = True
+            warnings.warn(
+                f"GASIL: this env of {env_key!r} shares the GASIL owner (D, good-episode buffer, step "
+                "counter) of an env made before it with the same settings, outside any vector env. "
+                "Sub-envs of one vector env share an owner by themselves; separately made envs share "
+                "one only by name: pass the same group='...' to each to say so (and silence this), or "
+                "build evaluation envs with gasil_wrappers.make_eval_env, which has no owner",
+                RuntimeWarning, stacklevel=3)
         return state
 
     def __deepcopy__(self, memo):
-        return self
+        """An independent copy (buffer, D, counters as they are now), serving this process.
+
+        Never the same object: a copied env must not feed the original's owner. ``env.spec`` does not
+        copy states (it refers to them through an :class:`OwnerRef`).
+        """
+        copied = type(self)(self.config)
+        copied.load_state_dict(self.state_dict())
+        copied.env_key, copied._started = self.env_key, self._started
+        copied.cut_episodes = self.cut_episodes
+        return copied
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_scope"] = None  # a weak reference; the copy keeps _pid, so another process cannot use it
+        return state
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(env={self.env_key!r}, group={self.config.group!r}, "
+                f"envs={self.num_envs}, policy_steps={self.policy_steps}, rounds={self.rounds}, "
+                f"pid={self._pid})")
+
+    def check_process(self, who: str, *, whole_vector: bool = False) -> None:
+        """Raise :class:`GASILOwnershipError` unless this process may use this state (cheap).
+
+        Called by each wrapper that uses the state when it is built and at every reset. ``whole_vector``:
+        the caller sees every sub-env of its vector env (the batched vector wrappers), so a
+        multiprocessing child is fine for it.
+        """
+        if self._pid != os.getpid():
+            if not self.config.allow_subprocess_owner:
+                raise GASILOwnershipError(
+                    f"{who}: this GASIL owner was built in process {self._pid} and is used in process "
+                    f"{os.getpid()} (a fork or a pickled copy), where it would train a discriminator of its "
+                    f"own that the owner never sees; {_FIXES}")
+        elif not whole_vector and not self.config.allow_subprocess_owner and \
+                multiprocessing.parent_process() is not None:
+            raise GASILOwnershipError(
+                f"{who}: an in-process GASIL owner in multiprocessing child "
+                f"{multiprocessing.current_process().name!r} (pid {os.getpid()}): as a SubprocVecEnv or "
+                "AsyncVectorEnv worker it would train its own discriminator on this worker's episodes "
+                f"alone; {_FIXES}")
+
+    def on_env_reset(self, who: str) -> None:
+        """Called by each wrapper at every reset: checks the process, and closes the state to new envs."""
+        if self._pid != os.getpid():
+            self.check_process(who)
+        self._started = True
+
+    def count_cut_episode(self) -> None:
+        """Count an episode that was reset before it ended (``diagnostics()["cut_episodes"]``)."""
+        self.cut_episodes += 1
 
     def attach(self, observation_space: gym.Space, action_space: gym.Space) -> None:
         """Called by each wrapper that uses this state; fixes (and checks) the input dimensions."""
@@ -303,6 +442,8 @@ class GASILState:
             "buffer_min_return": float(returns.min()) if len(returns) else math.nan,
             "buffer_max_return": float(returns.max()) if len(returns) else math.nan,
             "rejected_episodes": self.buffer.rejected,
+            "cut_episodes": self.cut_episodes,
+            "envs": self.num_envs,
         }
 
     # --- persistence -------------------------------------------------------------------------------
@@ -336,6 +477,7 @@ class GASILState:
             "pending": pending,
             "terms": list(self._terms),
             "term_share": self._term_share,
+            "cut_episodes": self.cut_episodes,
         }
 
     def _buffer_state(self) -> dict:
@@ -380,6 +522,7 @@ class GASILState:
             self._last_stats = dict(state["last_stats"])
             self._terms = [float(x) for x in state.get("terms", (0.0, 0.0))]  # absent before term shares
             self._term_share = float(state.get("term_share", math.nan))
+            self.cut_episodes = int(state.get("cut_episodes", 0))  # absent before cut episodes were counted
             self._pending = None
             pending = state.get("pending")  # absent in states saved before rounds trained in the background
             if pending is not None:
@@ -390,6 +533,63 @@ class GASILState:
                 self._apply_at = int(pending["apply_at"])
         except (KeyError, TypeError, AttributeError, RuntimeError, ValueError) as e:
             raise ValueError(f"GASILState.load_state_dict: incompatible or corrupt state ({e})") from e
+
+
+class OwnerRef:
+    """What ``env.spec`` records for a wrapper's GASILState: rebuilding the env resolves it.
+
+    Resolved (by the rebuilt wrapper) to the state itself while that has not started, else to a fresh
+    one found the way :meth:`GASILState.shared` finds it, with a warning: ``env.spec.make()`` never
+    feeds a running owner. Copying the spec keeps the reference (no copy of D or the buffer); pickling
+    keeps only the config.
+    """
+
+    def __init__(self, state: GASILState):
+        self.config, self.env_key = state.config, state.env_key
+        self._ref = weakref.ref(state)
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        return _dead_ref, (self.config, self.env_key)
+
+    def __repr__(self) -> str:
+        return f"OwnerRef(env={self.env_key!r}, group={self.config.group!r})"
+
+    def __eq__(self, other) -> bool:  # gym.make compares the wrapper specs of a rebuilt env
+        return isinstance(other, OwnerRef) and (self.config, self.env_key) == (other.config, other.env_key)
+
+    def __hash__(self) -> int:
+        return hash((self.config, self.env_key))
+
+    def resolve(self, env: gym.Env) -> GASILState:
+        """The state for a wrapper rebuilt on ``env`` (the one an inner wrapper of the same env got)."""
+        inner = find_state(env)
+        if isinstance(inner, GASILState) and inner.config == self.config:
+            return inner  # the second owner wrapper of one rebuilt stack
+        state = self._ref()
+        if state is not None and not state.started and state._pid == os.getpid():
+            return state
+        if state is not None and state._pid == os.getpid():
+            warnings.warn(
+                f"GASIL: an env rebuilt from the spec of an env whose GASIL owner started "
+                f"({state.policy_steps} policy steps) gets a fresh owner of its own, so it never feeds the "
+                "running one (for evaluation use gasil_wrappers.make_eval_env)", RuntimeWarning, stacklevel=4)
+        if self.env_key is None:
+            fresh = GASILState(self.config)
+            return fresh
+        vector = _vector_env_being_built()
+        key = (self.config, self.env_key, None if vector is None else id(vector))
+        if (shared := _shared.get(key)) is not None and shared is state:
+            del _shared[key]  # the started one: GASILState.shared would warn again
+        return GASILState.shared(self.config, self.env_key, vector=vector)
+
+
+def _dead_ref(config: GASILConfig, env_key: str | None) -> OwnerRef:
+    ref = OwnerRef.__new__(OwnerRef)
+    ref.config, ref.env_key, ref._ref = config, env_key, lambda: None
+    return ref
 
 
 def find_state(env: gym.Env):

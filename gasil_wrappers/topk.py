@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 from gasil_wrappers._owner_wrapper import OwnerWrapper
+from gasil_wrappers.config import INFO_KEY
 
 __all__ = ["Episode", "GoodTrajectoryBuffer", "TopKEpisodeRecorder", "discounted_return"]
 
@@ -154,6 +155,11 @@ class TopKEpisodeRecorder(OwnerWrapper, gym.utils.RecordConstructorArgs):
         A NaN/inf or wrongly shaped action, or a non-finite reward, raises ``ValueError``; the episode
         in progress is then never written to the buffer.
 
+    Note:
+        An episode cut short by a ``reset`` (a wrapper outside the stack, or the trainer, ended it) enters
+        the buffer as if truncated at its last step, with the delayed reward it was never paid added
+        there, and is counted in the owner's ``diagnostics()["cut_episodes"]``.
+
     Example:
         >>> import gymnasium as gym
         >>> from gasil_wrappers import GASILConfig, GASILState
@@ -169,13 +175,55 @@ class TopKEpisodeRecorder(OwnerWrapper, gym.utils.RecordConstructorArgs):
     def __init__(self, env: gym.Env, state):
         gym.utils.RecordConstructorArgs.__init__(self, state=state)
         OwnerWrapper.__init__(self, env, state)
+        if hasattr(self.state, "count_cut_episode"):  # an in-process GASILState: count the envs feeding it
+            self.state.num_envs += 1
         self._obs = np.empty((1024,) + env.observation_space.shape, np.float64)
         self._act = np.empty((1024,) + self._act_shape, np.float64)
         self._rew = np.empty(1024, np.float64)
         self._t = 0
 
+    def state_dict(self) -> dict:
+        """OwnerWrapper's keys, and ``episode``: the ``observations``, ``actions`` and ``rewards`` of the
+        episode in progress recorded so far."""
+        t = self._t
+        episode = {"observations": self._obs[:t].copy(), "actions": self._act[:t].copy(),
+                   "rewards": self._rew[:t].copy()}
+        return {**OwnerWrapper.state_dict(self), "episode": episode}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        episode = state["episode"]
+        obs, act, rew = (np.asarray(episode[k], np.float64) for k in ("observations", "actions", "rewards"))
+        t = len(rew)
+        if obs.shape != (t,) + self._obs.shape[1:] or act.shape != (t,) + self._act.shape[1:]:
+            raise ValueError(f"TopKEpisodeRecorder: a saved episode of observations {obs.shape}, actions "
+                             f"{act.shape} and rewards {rew.shape} does not fit this env")
+        OwnerWrapper.load_state_dict(self, state)
+        size = len(self._rew)
+        while size < t:
+            size *= 2
+        self._obs, self._act, self._rew = (np.empty((size,) + a.shape[1:]) for a in (obs, act, rew))
+        self._obs[:t], self._act[:t], self._rew[:t] = obs, act, rew
+        self._t = t
+
     def begin_episode(self) -> None:
         self._t = 0
+
+    def end_cut_episode(self, info: dict) -> None:
+        """An episode reset before it ended enters the buffer as if truncated at its last step.
+
+        The reward the DelayedReward inside had not paid yet (it reports it in the reset's info) is added
+        to the last step's, as a truncation there would have paid it. The owner counts the episode
+        (``diagnostics()["cut_episodes"]``).
+        """
+        t = self._t
+        if not t:
+            return
+        self._rew[t - 1] += info.get(INFO_KEY, {}).get("cut_unpaid_reward", 0.0)
+        count = getattr(self.state, "count_cut_episode", None)
+        if count is not None:
+            count()
+        self.state.add_episode(self._obs[:t], self._act[:t], self._rew[:t])
 
     def transition(self, obs, action, reward: float, terminated: bool, truncated: bool, info: dict) -> float:
         t = self._t

@@ -119,5 +119,8 @@ def test_check_env_on_the_wrapper_alone():
     check_env(env, skip_render_check=True)
     alone = DiscriminatorRewardWrapper(gym.make("Pendulum-v1"), GASILState(GASILConfig(gasil=True)))
     check_env(alone, skip_render_check=True)
-    remade = env.spec.make()
-    assert remade.state is state  # the spec refers to the shared state; it is never copied
+    with pytest.warns(RuntimeWarning, match="fresh owner"):
+        remade = env.spec.make()
+    # check_env stepped the state: the rebuilt env gets a fresh owner of its config (tests/test_ownership)
+    assert remade.state is not state and remade.state.config == state.config
+    assert remade.state is remade.env.state

@@ -38,10 +38,18 @@ def test_same_settings_share_other_settings_do_not(group):
     assert find_state(a) is find_state(b) is not find_state(c)
 
 
-def test_deepcopy_is_the_same_object():
-    state = GASILState(GASILConfig(gasil=True))
-    assert copy.deepcopy(state) is state
-    assert copy.deepcopy({"s": state})["s"] is state
+def test_deepcopy_is_an_independent_copy(group):
+    env = wrap_stack(ScriptedEnv(rewards=(1.0,) * 20), GASILConfig(gasil=True, d_every=16, group=group))
+    state = find_state(env)
+    drive(env, 40)
+    copied = copy.deepcopy(env)
+    twin = find_state(copied)
+    assert twin is not state and twin is find_state(copied.env)  # one copy, shared by the copied wrappers
+    counters = lambda s: (s.policy_steps, len(s.buffer), s.rounds, s.buffer.version > 0)  # noqa: E731
+    assert counters(twin) == counters(state)
+    drive(copied, 10)
+    assert state.policy_steps == 40  # the copy never feeds the original
+    assert copy.deepcopy({"s": state})["s"] is not state
 
 
 def test_mismatched_spaces_cannot_share(group):

@@ -207,5 +207,9 @@ def test_check_env_on_the_recorder_alone():
 
     state = GASILState(GASILConfig(top_k=True, buffer_steps=500))
     env = TopKEpisodeRecorder(gym.make("Pendulum-v1"), state)
+    unused = TopKEpisodeRecorder(gym.make("Pendulum-v1"), GASILState(GASILConfig(top_k=True)))
+    assert unused.spec.make().state is unused.state  # not started yet: the rebuilt env shares it
     check_env(env, skip_render_check=True)
-    assert env.spec.make().state is state
+    with pytest.warns(RuntimeWarning, match="fresh owner"):
+        remade = env.spec.make()
+    assert remade.state is not state and remade.state.config == state.config  # it never feeds a running one

@@ -244,6 +244,31 @@ class PointMassEnv(gym.Env, EzPickle):
             return np.ones(len(self.OBJECT_KINDS), dtype=bool)
         return self._present.copy()
 
+    def state_dict(self) -> dict:
+        """The episode in progress: ``position`` (x, y), ``step``, ``present`` (objects not collected
+        yet; None before the first reset), ``counts`` (blue, green, orange collected) and ``trail``
+        (positions visited, for rendering). The random generator is saved by
+        :func:`gasil_wrappers.persistence.env_state_dict` with every base env's."""
+        present = None if self._present is None else self._present.copy()
+        return {"position": (self._x, self._y), "step": self._t, "present": present,
+                "counts": list(self._counts), "trail": [tuple(p) for p in self._trail]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        present = state["present"]
+        if present is not None:
+            present = np.array(present, dtype=bool)
+            if present.shape != (len(self.OBJECT_KINDS),):
+                raise ValueError(f"{type(self).__name__}: {present.shape[0]} objects saved, the layout "
+                                 f"has {len(self.OBJECT_KINDS)}")
+        self._x, self._y = (float(v) for v in state["position"])
+        self._t = int(state["step"])
+        self._present = present
+        self._counts = [int(c) for c in state["counts"]]
+        self._trail = [(float(x), float(y)) for x, y in state["trail"]]
+        if present is not None:
+            self._obs[5::3] = present
+
     # ------------------------------------------------------------------------------------------------
     # gymnasium API
 
