@@ -25,6 +25,7 @@ LIBRARY_TESTS = [
     "tests/test_registration.py",
     "tests/test_point_mass.py",
     "tests/test_reward.py",
+    "tests/test_ownership.py",
 ]
 
 pytestmark = pytest.mark.skipif(

@@ -1,0 +1,156 @@
+"""GASIL for Stable-Baselines3: one ``VecEnvWrapper`` shapes the whole batch in the learner process.
+
+SB3's ``SubprocVecEnv`` puts each sub-env in its own process. Here the sub-envs carry only the task
+part of the stack (observation noise, delayed reward: ``config.replace(gasil=False, top_k=False)``), and
+:class:`GASILVecEnvWrapper`, in the learner process, records every sub-env's episodes into the
+good-trajectory buffer and shapes all rewards with one batched numpy forward of D per vector step. The
+owner is an in-process :class:`~gasil_wrappers.GASILState`: no server, no shared memory, and the same
+code as gymnasium's :class:`~gasil_wrappers.GASILVectorReward` (:class:`~gasil_wrappers.vector.BatchedGASIL`),
+so with the same seeds and actions the buffer, every D round and D's weights are bitwise those of the
+per-env stack under ``DummyVecEnv``, and the rewards agree to float64 rounding.
+
+SB3's conventions: sub-envs autoreset on the step that ends an episode (the returned observation is the
+reset one, the last one is ``infos[i]["terminal_observation"]``; ``infos[i]["TimeLimit.truncated"]``
+tells truncation from termination); ``VecEnv.seed(s)`` seeds the next reset with ``s + i`` (the first
+one seeds D when ``config.seed`` is None). Put ``VecNormalize`` (and ``VecMonitor``, to log the shaped
+return) **outside** this wrapper; :func:`make_sb3_vec_env` puts SB3's ``Monitor`` around each sub-env's
+task stack, so ``info["episode"]["r"]`` is the true (undelayed, unshaped) return.
+
+SB3 is an optional dependency: ``import gasil_wrappers`` does not import this module.
+
+Example:
+    >>> from stable_baselines3.common.vec_env import DummyVecEnv
+    >>> from gasil_wrappers import GASILConfig
+    >>> venv = make_sb3_vec_env("Pendulum-v1", 2, GASILConfig(gasil=True, delay=5, d_every=256, seed=0),
+    ...                         vec_env_cls=DummyVecEnv)
+    >>> venv.seed(0)
+    [0, 1]
+    >>> _ = venv.reset()
+    >>> for _ in range(300):
+    ...     _, rewards, dones, infos = venv.step(np.array([venv.action_space.sample() for _ in range(2)]))
+    >>> venv.state.rounds, sorted(infos[0]["gasil"])[:3]
+    (1, ['alpha', 'discriminator_reward', 'env_reward'])
+"""
+
+from __future__ import annotations
+
+import functools
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecEnvWrapper
+
+from gasil_wrappers.config import INFO_KEY, GASILConfig
+from gasil_wrappers.state import GASILState
+from gasil_wrappers.vector import BatchedGASIL
+
+__all__ = ["GASILVecEnvWrapper", "make_sb3_vec_env"]
+
+
+def _innermost(venv: VecEnv) -> VecEnv:
+    while isinstance(venv, VecEnvWrapper):
+        venv = venv.venv
+    return venv
+
+
+class GASILVecEnvWrapper(VecEnvWrapper):
+    """GASIL's shaped reward for an SB3 ``VecEnv`` whose sub-envs carry only the task part of the stack.
+
+    ``state``: an in-process :class:`~gasil_wrappers.GASILState` (default: a new one for ``config``).
+    With ``config.gasil`` rewards become ``w·r + α(t)·(−log D(s, a))`` (through :meth:`GASILState.shape`,
+    after the per-env :class:`~gasil_wrappers.reward.EnvRewardScale` when
+    ``env_reward_scale="normalized"``) and ``infos[i]["gasil"]`` gains ``discriminator_reward``,
+    ``alpha`` and ``shaped_reward``; with ``top_k`` only, episodes are recorded and rewards left alone.
+    The observations and actions recorded are those this wrapper sees (inside ``VecNormalize``).
+    """
+
+    def __init__(self, venv: VecEnv, state: GASILState | None = None, *, config: GASILConfig | None = None):
+        if state is None:
+            if config is None:
+                raise ValueError("GASILVecEnvWrapper: give a GASILState or a GASILConfig")
+            state = GASILState(config)
+        self.core = BatchedGASIL(state, venv.num_envs, venv.observation_space, venv.action_space,
+                                 who="GASILVecEnvWrapper")
+        super().__init__(venv)
+        self.state = state
+        self.config = state.config
+        self._actions: np.ndarray | None = None
+
+    def reset(self):
+        seeds = list(_innermost(self.venv)._seeds)  # what the coming reset uses (then SB3 clears them)
+        obs = self.venv.reset()
+        obs_rows = np.array(obs, dtype=np.float64).reshape(self.num_envs, -1)
+        for j in range(self.num_envs):  # in sub-env order, like DummyVecEnv (the first seed seeds D)
+            self.core.begin_episode(j, obs_rows[j], seeds[j])
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+        self.venv.step_async(actions)
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        n = self.num_envs
+        obs_rows = np.array(obs, dtype=np.float64).reshape(n, -1)  # new each step: recorders keep views
+        dones = np.asarray(dones, dtype=bool)
+        # SB3 vec envs carry rewards as float32; _TaskReward (make_sb3_vec_env) keeps the float64 one.
+        rewards = np.array([info.get(INFO_KEY, {}).get("task_reward", r) for info, r in zip(infos, rewards)],
+                           dtype=np.float64)
+        truncations = np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos]) & dones
+        terminations = dones & ~truncations
+        rewards_out, diag = self.core.step(obs_rows, self._actions, rewards, terminations, truncations,
+                                           np.ones(n, dtype=bool))
+        if diag is not None:
+            for j, info in enumerate(infos):
+                out = info.setdefault(INFO_KEY, {})
+                for name, value in diag.items():
+                    out[name] = float(value[j])
+        for j in np.flatnonzero(dones):  # SB3 resets on the same step: the returned obs is the reset one
+            self.core.begin_episode(j, obs_rows[j])
+        return obs, rewards_out.astype(np.float32), dones, infos
+
+
+class _TaskReward(gym.Wrapper):
+    """Puts the task stack's reward under ``info["gasil"]["task_reward"]``, in float64 (SB3's vec envs
+    round rewards to float32): the buffer then ranks by the same reward as the per-env stack's."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info.setdefault(INFO_KEY, {})["task_reward"] = float(reward)
+        return obs, reward, terminated, truncated, info
+
+
+def _sub_env(env_id: str, config: GASILConfig, monitor: bool, env_kwargs: dict) -> gym.Env:
+    from gasil_wrappers.stack import wrap_stack
+
+    env = _TaskReward(wrap_stack(gym.make(env_id, **env_kwargs), config))
+    return Monitor(env) if monitor else env
+
+
+def make_sb3_vec_env(env_id: str, n_envs: int, config: GASILConfig, *, vec_env_cls=SubprocVecEnv,
+                     vec_env_kwargs: dict | None = None, env_kwargs: dict | None = None, monitor: bool = True,
+                     state: GASILState | None = None) -> VecEnv:
+    """An SB3 vec env of ``n_envs`` task stacks (noise, delay) with :class:`GASILVecEnvWrapper` on top.
+
+    Each sub-env is ``Monitor(wrap_stack(gym.make(env_id, **env_kwargs), task_config))`` (the task
+    stack's float64 reward also goes under ``info["gasil"]["task_reward"]``) with
+    ``task_config = config.replace(gasil=False, top_k=False)``, built inside its worker by
+    ``vec_env_cls`` (``SubprocVecEnv`` by default, or ``DummyVecEnv``). When ``config.gasil or
+    config.top_k``, the GASIL wrapper goes on top, with ``state`` (default: a new ``GASILState(config)``,
+    then also ``venv.state``). ``env_id`` must be a plain id (not one of the ``gasil_wrappers:`` ids,
+    which carry a per-env stack). Wrap the result in ``VecNormalize`` if you normalize.
+    """
+    from gasil_wrappers.stack import is_stack_id
+
+    if is_stack_id(env_id):
+        raise ValueError(f"make_sb3_vec_env: {env_id!r} already contains a per-env GASIL stack; "
+                         "pass its base id")
+    task = config.replace(gasil=False, top_k=False)
+    thunk = functools.partial(_sub_env, env_id, task, monitor, dict(env_kwargs or {}))
+    venv = vec_env_cls([thunk] * n_envs, **(vec_env_kwargs or {}))
+    if not config.records_buffer:
+        return venv
+    return GASILVecEnvWrapper(venv, state if state is not None else GASILState(config))
+
+
