@@ -382,17 +382,19 @@ class Run:
         torch.use_deterministic_algorithms(args.torch_deterministic)
         torch.set_num_threads(args.torch_threads)
 
-        self.parent_env = None
+        self.parent_env, self.owner = None, None
         if args.vector == "async":
-            # Subprocess workers cannot be looked into: a stack env built here finds the owner they share
-            # (with backend "process", building it also starts the owner's server before the workers fork).
-            batch_size = self.batch_size if d_every_from_batch else None
-            self.parent_env = (make_stack or gasil_wrappers.make_env)(args.env_id, args.stack,
-                                                                        batch_size=batch_size)
-            self.owner = find_state(self.parent_env)
-            if isinstance(self.owner, GASILState):
-                raise ValueError("--vector async with a GASIL buffer needs --stack.backend process: with an "
-                                 "in-process owner every worker would train its own discriminator")
+            # Our ids carry their own settings: build one env here to see whether the stack keeps a buffer.
+            build = make_stack or gasil_wrappers.make_env
+            probe = build(args.env_id, args.stack.replace(backend="inprocess"))
+            keeps_buffer = find_state(probe) is not None
+            probe.close()
+            if keeps_buffer:
+                raise ValueError(
+                    "--vector async with a GASIL buffer: subprocess sub-envs cannot share this run's owner "
+                    "(one D, one buffer). Use --vector sync; for subprocess envs in your own training "
+                    "code see docs/scale_out.md (gasil_wrappers.make_vec_stack, gasil_wrappers.sb3, "
+                    "RayGASILOwner)")
         self.envs = make_vector_env(args, d_every_from_batch=d_every_from_batch, make_stack=make_stack)
         self.obs_shape = self.envs.single_observation_space.shape
         self.obs_dim = int(np.prod(self.obs_shape))

@@ -27,7 +27,7 @@ from gasil_wrappers.persistence import (
     save_env_state,
     vector_env_state_dict,
 )
-from gasil_wrappers.process_state import GASILOwnerError, ProcessGASILState
+from gasil_wrappers.ray_owner import GASILOwnerError, RayGASILOwner  # imports Ray only when used
 from gasil_wrappers.registration import register_envs
 from gasil_wrappers.stack import has_stack, make_env, make_eval_env, wrap_stack
 from gasil_wrappers.state import GASILOwnershipError, GASILState, find_state
@@ -47,7 +47,7 @@ __all__ = [
     "GASILVectorReward",
     "GoodTrajectoryBuffer",
     "ObservationNoise",
-    "ProcessGASILState",
+    "RayGASILOwner",
     "TopKEpisodeRecorder",
     "discounted_return",
     "env_state_dict",

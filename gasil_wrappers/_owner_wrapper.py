@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 
@@ -48,6 +50,17 @@ class OwnerWrapper(gym.Wrapper):
         inner_owner = isinstance(env, OwnerWrapper)  # then actions and rewards are checked once, inside
         self._inner_step = env._step_checked if inner_owner else env.step
         self._check_reward = not inner_owner
+
+    def close(self):
+        """Hand the owner what this env still holds (a remote owner ships its last samples), then close."""
+        flush = getattr(self.state, "flush", None)  # RayGASILOwner; an in-process GASILState holds nothing
+        if flush is not None:
+            try:  # a multiprocessing worker exits without atexit handlers: ship before it ends
+                flush(wait=True)
+            except RuntimeError as e:  # the owner is gone (its error says so): closing must still close
+                warnings.warn(f"{self._name}.close(): could not hand the owner this env's last samples: {e}",
+                              RuntimeWarning, stacklevel=2)
+        super().close()
 
     def begin_episode(self) -> None:
         """Called after every reset."""

@@ -89,8 +89,9 @@ class GASILConfig:
     one by naming the same group (same base env and settings), until its first reset"""
     seed: int | None = None
     """seed of the discriminator's init and sampling; None: taken from the first reset(seed=...)"""
-    backend: Literal["inprocess", "process"] = "inprocess"
-    """where the out-of-band state lives: this process, or a server process shared by subprocess workers"""
+    backend: Literal["inprocess", "ray"] = "inprocess"
+    """where the out-of-band state lives: this process (shared by the sub-envs of one vector env), or the
+    running Ray actor of `group` (RayGASILOwner.start(config) first), shared by env workers anywhere"""
     allow_subprocess_owner: bool = False
     """let an in-process GASILState live in a multiprocessing child (or a process other than the one that
     built it): for a child that runs a whole independent training run. Off, such an owner raises, since a
@@ -125,8 +126,8 @@ class GASILConfig:
             errors.append(f"d_apply_lag must be >= 0, got {self.d_apply_lag}")
         if not self.d_entropy_coef >= 0:
             errors.append(f"d_entropy_coef must be >= 0, got {self.d_entropy_coef}")
-        if self.backend not in ("inprocess", "process"):
-            errors.append(f"backend must be 'inprocess' or 'process', got {self.backend!r}")
+        if self.backend not in ("inprocess", "ray"):
+            errors.append(f"backend must be 'inprocess' or 'ray', got {self.backend!r}")
         if errors:
             raise ValueError("GASILConfig: " + "; ".join(errors))
         # tyro and gym.make(**kwargs) may hand over a list; keep the dataclass hashable.

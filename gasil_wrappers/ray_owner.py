@@ -64,7 +64,7 @@ from gasil_wrappers.reward import shaped_reward
 from gasil_wrappers.state import GASILState, _flat_dim
 from gasil_wrappers.topk import GoodTrajectoryBuffer
 
-__all__ = ["DEFAULT_NAMESPACE", "GASILOwnerError", "RayGASILOwner", "actor_name", "bind_owner"]
+__all__ = ["DEFAULT_NAMESPACE", "GASILOwnerError", "RayGASILOwner", "actor_name", "bind_owner", "connect_for"]
 
 DEFAULT_NAMESPACE = "gasil"
 _ACTOR_PREFIX = "gasil-owner-"
@@ -661,6 +661,14 @@ def bind_owner(env, owner: RayGASILOwner | None = None, *, namespace: str = DEFA
                 bound += 1
             e = getattr(e, "env", None)
     return bound
+
+
+def connect_for(config: GASILConfig, *, namespace: str = DEFAULT_NAMESPACE) -> RayGASILOwner:
+    """A handle to the running owner actor of ``config.group``, whose config must match ``config``
+    (all fields but ``seed`` and ``backend``); what ``wrap_stack`` uses for ``backend="ray"``."""
+    handle = RayGASILOwner.connect(config, namespace=namespace)
+    _check_same(config, handle)
+    return handle
 
 
 def _check_same(mine: GASILConfig, owner: RayGASILOwner) -> None:

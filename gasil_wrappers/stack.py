@@ -43,8 +43,10 @@ def wrap_stack(env: gym.Env, config: GASILConfig, *, state: GASILState | None = 
     evaluation env, ``env.spec.make()``, a re-run notebook cell) gets a fresh owner and a warning, so it
     never feeds a running one. Under a subprocess vector env (``AsyncVectorEnv``, ``SubprocVecEnv``) an
     in-process owner raises :class:`~gasil_wrappers.state.GASILOwnershipError`, naming the fixes.
-    With ``config.backend == "process"`` the owner is a server process shared with subprocess workers
-    (see :meth:`gasil_wrappers.ProcessGASILState.shared`).
+    With ``config.backend == "ray"`` the owner is the running Ray actor of ``config.group``
+    (:meth:`gasil_wrappers.ray_owner.RayGASILOwner.connect`; start it on the driver with
+    ``RayGASILOwner.start(config)``): then env workers in any process of the cluster (``AsyncVectorEnv``,
+    ``SubprocVecEnv``, RLlib env runners) share it.
 
     Example:
         >>> import gymnasium as gym
@@ -59,10 +61,10 @@ def wrap_stack(env: gym.Env, config: GASILConfig, *, state: GASILState | None = 
     if config.records_buffer:
         if state is None:
             env_key = _env_key(env)
-            if config.backend == "process":
-                from gasil_wrappers.process_state import ProcessGASILState
+            if config.backend == "ray":
+                from gasil_wrappers.ray_owner import connect_for
 
-                state = ProcessGASILState.shared(config, env_key)
+                state = connect_for(config)
             else:
                 state = GASILState.shared(config, env_key, vector=_vector_env_being_built())
         env = TopKEpisodeRecorder(env, state)

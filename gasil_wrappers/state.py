@@ -110,7 +110,7 @@ class GASILState:
         [0.0, 0.0, 0.25, 0.5, 0.5]
     """
 
-    is_gasil_owner = True  # what find_state looks for (ProcessGASILState has it too)
+    is_gasil_owner = True  # what find_state looks for (RayGASILOwner has it too)
 
     def __init__(self, config: GASILConfig | None = None):
         self.config = config if config is not None else GASILConfig(gasil=True)
@@ -405,7 +405,7 @@ class GASILState:
         if self._pending_pid != os.getpid():  # a fork copies D mid-update, without the thread updating it
             raise RuntimeError("GASILState: this process was forked while a discriminator round trained "
                                "in the parent; its D is unusable here (give the child its own state, or "
-                               "use backend='process')")
+                               "share one with backend='ray')")
         pending, self._pending = self._pending, None
         self._apply(pending.result())
 
@@ -593,7 +593,7 @@ def _dead_ref(config: GASILConfig, env_key: str | None) -> OwnerRef:
 
 
 def find_state(env: gym.Env):
-    """The GASIL owner (a GASILState, or a process-backed ProcessGASILState) in ``env``'s wrapper chain,
+    """The GASIL owner (a GASILState, or a Ray-backed RayGASILOwner) in ``env``'s wrapper chain,
     or None."""
     while env is not None:
         state = vars(env).get("state")  # not getattr: gymnasium 0.29 forwards unknown attributes

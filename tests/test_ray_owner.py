@@ -343,3 +343,37 @@ def test_shutdown_leaves_no_process_actor_or_shared_memory_file(tmp_path):
     new = {f for f in set(os.listdir("/dev/shm")) - shm if "ray" in f.lower() or "plasma" in f.lower()
            or "gasil-owner" in f}
     assert not new, f"shared-memory files left behind: {new}"
+
+
+def _ray_backend_env(config: GASILConfig) -> gym.Env:
+    """A per-env stack whose owner is found through the config alone (backend="ray")."""
+    return wrap_stack(gym.make("Pendulum-v1"), config)
+
+
+@pytest.mark.slow
+def test_async_vector_env_of_per_env_stacks_shares_the_ray_owner(cluster, group, monkeypatch):
+    """backend="ray": AsyncVectorEnv's subprocess workers feed the one actor (no handle passed)."""
+    import functools
+
+    # Workers join the cluster "auto" finds; under pytest-xdist each test process runs a cluster of its own.
+    monkeypatch.setenv("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+    config = CONFIG.replace(group=group, d_every=128, backend="ray")
+    with RayGASILOwner.start(config) as owner:
+        envs = gym.vector.AsyncVectorEnv([functools.partial(_ray_backend_env, config)] * 2, context="spawn")
+        envs.reset(seed=0)
+        for _ in range(300):
+            envs.step(envs.action_space.sample())
+        envs.close()  # the workers ship what they hold when their envs close
+        import time
+
+        deadline = time.time() + 30  # the workers' last shipments may reach the actor after this call
+        while owner.info()["policy_steps"] < 598 and time.time() < deadline:
+            time.sleep(0.2)
+        info = owner.info()
+        # Both workers' samples reached the one owner: 300 vector steps, minus each worker's autoreset step
+        # after its 200-step Pendulum episode (gymnasium's next-step autoreset: no policy step there).
+        assert info["policy_steps"] == 598
+        assert info["rounds"] >= 1
+    with pytest.raises(ValueError, match="differs from the owner"):  # a config that is not the actor's
+        with RayGASILOwner.start(config.replace(group=group + "-b")):
+            _ray_backend_env(config.replace(group=group + "-b", alpha=0.5))
