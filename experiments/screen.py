@@ -234,10 +234,7 @@ def _heldout(args: Args) -> int:
             print(f"{run_state(run):6s} {run.name}")
         return 0
     if not args.report_only:
-        write_manifest(Path(args.heldout_dir), plan)
-        failed = [r for r in run_all(plan, jobs=args.jobs) if not r.ok]
-        if failed:
-            print("failed: " + ", ".join(r.name for r in failed), file=sys.stderr)
+        _execute(Path(args.heldout_dir), plan, args.jobs)
     table = heldout_table(args, plan)
     table.to_csv(Path(args.heldout_dir) / "heldout.csv", index=False)
     print(table.to_string(index=False))
@@ -261,6 +258,15 @@ def heldout_ratios(args: Args, table: pd.DataFrame, choice: dict) -> pd.DataFram
     return pd.concat([ratios, pd.DataFrame([{"task": "geometric mean", "ratio": geo}])], ignore_index=True)
 
 
+def _execute(out: Path, plan: Sequence[Run], jobs: int) -> bool:
+    """Record the plan in the manifest and run what is not done; False (and the names said) if any failed."""
+    write_manifest(out, plan)
+    failed = [r for r in run_all(plan, jobs=jobs) if not r.ok]
+    if failed:
+        print("failed: " + ", ".join(r.name for r in failed), file=sys.stderr)
+    return not failed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
     if args.heldout:
@@ -271,21 +277,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for run in stage1:
             print(f"{run_state(run):6s} {run.name}")
         return 0
-    if not args.report_only:
-        write_manifest(out, stage1)
-        failed = [r for r in run_all(stage1, jobs=args.jobs) if not r.ok]
-        if failed:
-            print("failed: " + ", ".join(r.name for r in failed), file=sys.stderr)
-            return 1
+    if not args.report_only and not _execute(out, stage1, args.jobs):
+        return 1
     results = _objective(args, stage1)
     candidates = plan_stage2(args, results)
     stage2 = _runs(args, "ppo_gasil", candidates, [2])
-    if not args.report_only:
-        write_manifest(out, stage2)
-        failed = [r for r in run_all(stage2, jobs=args.jobs) if not r.ok]
-        if failed:
-            print("failed: " + ", ".join(r.name for r in failed), file=sys.stderr)
-            return 1
+    if not args.report_only and not _execute(out, stage2, args.jobs):
+        return 1
     results = _objective(args, stage1 + stage2)
     results.sort_values(["agent", "task", "setting", "seed"]).to_csv(out / "screen.csv", index=False)
     choice = {"candidates": candidates, **choose(args, results, candidates),

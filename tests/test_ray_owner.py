@@ -33,13 +33,9 @@ _groups = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}})
-    yield
-    ray.shutdown()
+def cluster(ray_cluster):
+    """One local Ray instance (2 CPUs) for the module (tests/conftest.py)."""
+    return ray_cluster
 
 
 @pytest.fixture

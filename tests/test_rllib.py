@@ -11,7 +11,6 @@ import itertools
 import math
 import os
 import signal
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -23,19 +22,14 @@ pytest.importorskip("ray.rllib")
 from gasil_wrappers.ray_owner import GASILOwnerError, RayGASILOwner, bind_owner  # noqa: E402
 from gasil_wrappers.rllib import GASILCallback  # noqa: E402
 
-ROOT = str(Path(__file__).resolve().parents[1])
 ENV_ID = "gasil_wrappers:GASIL-DelayedHopper-v5"
 _groups = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}})
-    yield
-    ray.shutdown()
+def cluster(ray_cluster):
+    """One local Ray instance (2 CPUs) for the module (tests/conftest.py)."""
+    return ray_cluster
 
 
 def test_bind_owner_switches_the_stacks_of_an_id_to_the_ray_owner(cluster):
