@@ -240,6 +240,9 @@ def _heldout(args: Args) -> int:
     print(table.to_string(index=False))
     ratios = heldout_ratios(args, table, choice)
     ratios.to_csv(Path(args.heldout_dir) / "heldout_ratios.csv", index=False)
+    meta = {"commit": os.environ.get("GASIL_COMMIT", ""), "choice": str(choice_path),
+            "screening_commit": choice.get("commit", ""), "seeds": list(args.heldout_seeds)}
+    (Path(args.heldout_dir) / "heldout.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(ratios.to_string(index=False))
     return 0
 
