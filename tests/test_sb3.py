@@ -89,6 +89,21 @@ def test_matches_the_per_env_stack_for_10k_steps(vec_env_cls, scale):
     assert untrained.any() and np.array_equal(rewards[untrained], ref_rewards[untrained])
 
 
+@pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
+def test_subprocess_workers_under_every_start_method_feed_the_one_owner(start_method):
+    """The owner lives in the learner process, so the workers' start method cannot split it (issue 12)."""
+    steps = 1500
+    dummy = make_sb3_vec_env("Hopper-v5", N, CONFIG, vec_env_cls=DummyVecEnv, monitor=False)
+    expected, _, _ = run(dummy, steps)
+    subproc = make_sb3_vec_env("Hopper-v5", N, CONFIG, vec_env_cls=SubprocVecEnv, monitor=False,
+                               vec_env_kwargs={"start_method": start_method})
+    rewards, _, _ = run(subproc, steps)
+    subproc.close()
+    assert subproc.state.policy_steps == dummy.state.policy_steps == N * steps  # one owner saw every step
+    assert subproc.state.rounds == dummy.state.rounds >= 2 and same_d(subproc.state, dummy.state)
+    np.testing.assert_array_equal(rewards, expected)
+
+
 def test_monitor_reports_the_true_return_and_seeds_reach_d():
     config = GASILConfig(gasil=True, delay=20, d_every=256, d_updates=2)
     venv = make_sb3_vec_env("Pendulum-v1", 2, config, vec_env_cls=DummyVecEnv)
