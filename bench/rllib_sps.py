@@ -13,12 +13,12 @@ printed is the ratio PPO+GASIL SPS / PPO SPS (goal: >= 0.90).
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import ray
+from _alternate import alternating_medians  # bench/, beside this script
 from ray.rllib.algorithms.ppo import PPOConfig
 
 from gasil_wrappers.ray_owner import RayGASILOwner
@@ -76,15 +76,9 @@ def main() -> None:
         print("note: run with OMP_NUM_THREADS=1 for numbers comparable with the reference", file=sys.stderr)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}})
-    sps: dict[str, list[float]] = {"PPO": [], "PPO+GASIL": []}
-    for i in range(opts.repeat):
-        order = ["PPO", "PPO+GASIL"] if i % 2 == 0 else ["PPO+GASIL", "PPO"]
-        for name in order:
-            value = run(name == "PPO+GASIL", opts.iterations, opts.batch, opts.seed, f"{i}")
-            sps[name].append(value)
-            print(f"{name}: {value:.0f} SPS", flush=True)
+    ppo, gasil = alternating_medians(
+        lambda gasil, i: run(gasil, opts.iterations, opts.batch, opts.seed, f"{i}"), opts.repeat)
     ray.shutdown()
-    ppo, gasil = statistics.median(sps["PPO"]), statistics.median(sps["PPO+GASIL"])
     print(f"RLlib PPO {ppo:.0f} SPS, RLlib PPO+GASIL (Ray owner) {gasil:.0f} SPS, 2 env runners, Hopper-v5, "
           f"{opts.iterations} iterations of {opts.batch} steps, median of {opts.repeat}")
     print(f"{gasil / ppo:.3f}")

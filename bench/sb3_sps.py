@@ -13,11 +13,11 @@ not timed. The last line printed is the ratio PPO+GASIL SPS / PPO SPS (goal: >= 
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
 import torch
+from _alternate import alternating_medians  # bench/, beside this script
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecNormalize
@@ -62,14 +62,8 @@ def main() -> None:
     # first Adam step (about 1-2 s once per process, which a long run does not notice).
     run(False, opts.env_id, N_ENVS * N_STEPS, opts.seed)
     run(True, opts.env_id, 2 * N_ENVS * N_STEPS, opts.seed)
-    sps: dict[str, list[float]] = {"PPO": [], "PPO+GASIL": []}
-    for i in range(opts.repeat):
-        order = ["PPO", "PPO+GASIL"] if i % 2 == 0 else ["PPO+GASIL", "PPO"]
-        for name in order:
-            value = run(name == "PPO+GASIL", opts.env_id, opts.steps, opts.seed)
-            sps[name].append(value)
-            print(f"{name}: {value:.0f} SPS", flush=True)
-    ppo, gasil = statistics.median(sps["PPO"]), statistics.median(sps["PPO+GASIL"])
+    ppo, gasil = alternating_medians(lambda gasil, i: run(gasil, opts.env_id, opts.steps, opts.seed),
+                                     opts.repeat)
     print(f"SB3 PPO {ppo:.0f} SPS, SB3 PPO+GASIL (GASILVecEnvWrapper) {gasil:.0f} SPS, "
           f"{N_ENVS} SubprocVecEnv workers, {opts.env_id}, {opts.steps} steps, median of {opts.repeat}")
     print(f"{gasil / ppo:.3f}")
