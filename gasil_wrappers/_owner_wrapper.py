@@ -39,9 +39,7 @@ class OwnerWrapper(gym.Wrapper):
             saved = vars(self).get("_saved_kwargs")
             if saved is not None and "state" in saved:
                 self._saved_kwargs = {**saved, "state": _state.OwnerRef(state)}
-            whole_vector = getattr(type(env), "gasil_whole_vector", False) or \
-                type(env).__module__ == "gasil_wrappers.vector"  # a batched vector wrapper's replay env
-            state.check_process(type(self).__name__, whole_vector=whole_vector)
+            state.check_process(type(self).__name__)
         state.attach(env.observation_space, env.action_space)
         self._name = type(self).__name__
         self._act_shape = env.action_space.shape

@@ -67,6 +67,8 @@ class DiscriminatorForward:
         self.last = np.zeros(sizes[-1] + 1)  # output layer (one unit)
         self._rows = [np.ones(n + 1) for n in sizes]  # one-row work vectors, trailing 1 for the bias
         self._views = [r[:-1] for r in self._rows]
+        self._sizes = sizes
+        self._batches: dict[int, tuple[list, list]] = {}  # the same for batches of rows, by batch size
 
     @staticmethod
     def size(in_dim: int, hidden: Sequence[int]) -> int:
@@ -122,10 +124,19 @@ class DiscriminatorForward:
                 np.dot(src, w, out=out)
                 np.tanh(out, out=out)
             return float(self._rows[-1].dot(self.last))
-        h = np.clip(x, self.low, self.high)
-        for w in self.layers:
-            h = np.tanh(h @ w[:-1] + w[-1])
-        return h @ self.last[:-1] + self.last[-1]
+        work = self._batches.get(len(x))
+        if work is None:  # rows of each layer's input with a trailing 1 for the bias, as for one row
+            full = [np.ones((len(x), n + 1)) for n in self._sizes]
+            work = (full, [f[:, :-1] for f in full])
+            if len(x) <= 64:  # the batched wrappers' vector steps: kept for the next call
+                self._batches[len(x)] = work
+        full, views = work
+        np.minimum(x, self.high, out=views[0])
+        np.maximum(views[0], self.low, out=views[0])
+        for src, w, out in zip(full, self.layers, views[1:]):
+            np.matmul(src, w, out=out)
+            np.tanh(out, out=out)
+        return full[-1] @ self.last
 
     def reward(self, x: np.ndarray):
         """-log D(s, a) = softplus(-logit): high where D believes (s, a) came from the good buffer."""

@@ -14,9 +14,9 @@ import math
 import numpy as np
 
 try:  # gymnasium >= 1.0
-    from gymnasium.wrappers.utils import RunningMeanStd
+    from gymnasium.wrappers.utils import RunningMeanStd, update_mean_var_count_from_moments
 except ImportError:  # gymnasium 0.29
-    from gymnasium.wrappers.normalize import RunningMeanStd
+    from gymnasium.wrappers.normalize import RunningMeanStd, update_mean_var_count_from_moments
 
 __all__ = ["EnvRewardScale", "shaped_reward"]
 
@@ -39,35 +39,66 @@ def shaped_reward(env_reward, d_reward, alpha, ready, weight: float):
 
 
 class EnvRewardScale:
-    """Scale one env's rewards by ``1 / sqrt(Var[discounted return] + ε)``, as ``NormalizeReward`` does.
+    """Scale env rewards by ``1 / sqrt(Var[discounted return] + ε)``, as ``NormalizeReward`` does.
 
     The same statistic and update order as gymnasium's ``NormalizeReward(gamma)``: the discounted return
-    ``G ← γ·(1 − terminated)·G + r`` is fed to a ``RunningMeanStd`` (gymnasium's own), then ``r`` is
-    divided by the running std. Kept per env (one per sub-env), like ``NormalizeReward``.
+    ``G ← γ·(1 − terminated)·G + r`` is fed to a running mean/variance (gymnasium's own update,
+    ``update_mean_var_count_from_moments``, from ``RunningMeanStd``'s initial values), then ``r`` is
+    divided by the running std. Kept per env, like ``NormalizeReward``: one env (``num_envs=None``,
+    called with a float) or ``num_envs`` of them at once (:meth:`rows`, the batched vector wrappers),
+    each entry updated exactly as the one-env form would be.
 
     Example:
         >>> scale = EnvRewardScale(gamma=0.0)
         >>> [round(scale(r, False), 2) for r in (1.0, 3.0)]  # the first std is tiny, as in NormalizeReward
         [70.71, 3.0]
+        >>> both = EnvRewardScale(gamma=0.0, num_envs=2)
+        >>> both.rows(np.array([1.0]), np.array([False]), np.array([1])).round(2).tolist()  # env 1 only
+        [70.71]
     """
 
-    def __init__(self, gamma: float = 0.99, epsilon: float = 1e-8):
+    def __init__(self, gamma: float = 0.99, epsilon: float = 1e-8, num_envs: int | None = None):
         self.gamma = float(gamma)
         self.epsilon = float(epsilon)
-        self.rms = RunningMeanStd(shape=())
-        self.discounted = 0.0
+        self.num_envs = num_envs
+        rms = RunningMeanStd(shape=())
+        init = (float(rms.mean), float(rms.var), float(rms.count), 0.0)
+        if num_envs is None:
+            self.mean, self.var, self.count, self.discounted = init
+        else:
+            self.mean, self.var, self.count, self.discounted = (np.full(int(num_envs), v) for v in init)
+
+    def _update(self, discounted, mean, var, count, reward, terminated):
+        discounted = discounted * self.gamma * (1.0 - terminated) + reward
+        return (discounted, *update_mean_var_count_from_moments(mean, var, count, discounted, 0.0, 1))
 
     def __call__(self, reward: float, terminated: bool) -> float:
-        """Update the statistic with this step's reward and return the reward scaled."""
-        self.discounted = self.discounted * self.gamma * (1.0 - terminated) + reward
-        self.rms.update_from_moments(self.discounted, 0.0, 1)
-        return reward / math.sqrt(self.rms.var + self.epsilon)
+        """One env: update the statistic with this step's reward and return the reward scaled."""
+        self.discounted, self.mean, self.var, self.count = self._update(
+            self.discounted, self.mean, self.var, self.count, reward, terminated)
+        return reward / math.sqrt(self.var + self.epsilon)
+
+    def rows(self, rewards: np.ndarray, terminated: np.ndarray, which: np.ndarray) -> np.ndarray:
+        """``num_envs`` envs: envs ``which`` (indices) took a step with these rewards; returns them scaled."""
+        updated = self._update(self.discounted[which], self.mean[which], self.var[which], self.count[which],
+                               rewards, np.asarray(terminated, dtype=np.float64))
+        for array, value in zip((self.discounted, self.mean, self.var, self.count), updated):
+            array[which] = value
+        return rewards / np.sqrt(updated[2] + self.epsilon)
 
     def state_dict(self) -> dict:
-        return {"mean": float(self.rms.mean), "var": float(self.rms.var), "count": float(self.rms.count),
-                "discounted": float(self.discounted)}
+        """``mean``, ``var``, ``count`` and ``discounted``: floats (one env) or lists (``num_envs``)."""
+        convert = float if self.num_envs is None else (lambda a: a.tolist())
+        return {"mean": convert(self.mean), "var": convert(self.var), "count": convert(self.count),
+                "discounted": convert(self.discounted)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.rms.mean, self.rms.var = np.float64(state["mean"]), np.float64(state["var"])
-        self.rms.count = float(state["count"])
-        self.discounted = float(state["discounted"])
+        keys = ("mean", "var", "count", "discounted")
+        if self.num_envs is None:
+            self.mean, self.var, self.count, self.discounted = (float(state[k]) for k in keys)
+            return
+        values = [np.array(state[k], dtype=np.float64) for k in keys]
+        if any(v.shape != (self.num_envs,) for v in values):
+            raise ValueError(f"EnvRewardScale: a saved scale of {values[0].shape} envs, this one has "
+                             f"{self.num_envs}")
+        self.mean, self.var, self.count, self.discounted = values

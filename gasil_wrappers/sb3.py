@@ -75,7 +75,6 @@ class GASILVecEnvWrapper(VecEnvWrapper):
         super().__init__(venv)
         self.state = state
         self.config = state.config
-        self._actions: np.ndarray | None = None
 
     def reset(self):
         seeds = list(_innermost(self.venv)._seeds)  # what the coming reset uses (then SB3 clears them)
@@ -86,28 +85,34 @@ class GASILVecEnvWrapper(VecEnvWrapper):
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions)
+        self.core.act(actions)  # checked before the sub-envs see them
         self.venv.step_async(actions)
+        self.core.score_ahead()  # D's forward runs while the sub-envs step
 
     def step_wait(self):
         obs, rewards, dones, infos = self.venv.step_wait()
         n = self.num_envs
-        obs_rows = np.array(obs, dtype=np.float64).reshape(n, -1)  # new each step: recorders keep views
+        obs_rows = np.asarray(obs, dtype=np.float64).reshape(n, -1)
         dones = np.asarray(dones, dtype=bool)
-        # SB3 vec envs carry rewards as float32; _TaskReward (make_sb3_vec_env) keeps the float64 one.
-        rewards = np.array([info.get(INFO_KEY, {}).get("task_reward", r) for info, r in zip(infos, rewards)],
-                           dtype=np.float64)
-        truncations = np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos]) & dones
-        terminations = dones & ~truncations
-        rewards_out, diag = self.core.step(obs_rows, self._actions, rewards, terminations, truncations,
-                                           np.ones(n, dtype=bool))
+        if rewards.dtype != np.float64:  # DummyVecEnv rounds rewards to float32; _TaskReward
+            # (make_sb3_vec_env) keeps the float64 one. SubprocVecEnv stacks the workers' floats as they are.
+            rewards = np.array([info.get(INFO_KEY, {}).get("task_reward", r)
+                                for info, r in zip(infos, rewards)], dtype=np.float64)
+        if dones.any():
+            truncated = [info.get("TimeLimit.truncated", False) for info in infos]
+            truncations = np.array(truncated, dtype=bool) & dones
+            terminations = dones & ~truncations
+        else:
+            terminations = truncations = dones
+        rewards_out, diag = self.core.step(obs_rows, None, rewards, terminations, truncations)
         if diag is not None:
+            columns = [(name, value.tolist()) for name, value in diag.items()]
             for j, info in enumerate(infos):
                 out = info.setdefault(INFO_KEY, {})
-                for name, value in diag.items():
-                    out[name] = float(value[j])
-        for j in np.flatnonzero(dones):  # SB3 resets on the same step: the returned obs is the reset one
-            self.core.begin_episode(j, obs_rows[j])
+                for name, values in columns:
+                    out[name] = values[j]
+        for j in np.flatnonzero(dones) if dones.any() else ():  # SB3 resets on the same step: the
+            self.core.begin_episode(j, obs_rows[j])  # returned obs is already the reset one
         return obs, rewards_out.astype(np.float32), dones, infos
 
 

@@ -312,12 +312,16 @@ class GASILState:
 
     def shape(self, env_reward, d_reward, alpha, ready):
         """:func:`~gasil_wrappers.reward.shaped_reward` with this config's weight, counted towards the
-        GASIL term's share (``diagnostics()["term_share"]``). Scalars or arrays (one entry per sub-env)."""
+        GASIL term's share (``diagnostics()["term_share"]``). Scalars or arrays (one entry per sub-env);
+        ``ready`` a bool or a bool array."""
         w = self.config.env_reward_weight
         terms = self._terms
         if isinstance(ready, np.ndarray):
             terms[0] += float(np.abs(w * env_reward[ready]).sum())
             terms[1] += float((alpha * d_reward)[ready].sum())
+        elif ready and isinstance(env_reward, np.ndarray):
+            terms[0] += abs(w) * float(np.abs(env_reward).sum())
+            terms[1] += float(np.dot(alpha, d_reward))
         elif ready:
             terms[0] += abs(w * env_reward)
             terms[1] += alpha * d_reward
@@ -326,16 +330,36 @@ class GASILState:
     def record_samples(self, rows: np.ndarray) -> int:
         """Record rows ``concat(s, a)`` as current-policy samples, in order, without computing rewards.
 
-        The same bookkeeping and training cadence as :meth:`shaped_reward`, row by row (a round that
-        comes due after a row starts, and one whose lag ends takes effect, before the next row is
-        recorded). For owners that compute −log D elsewhere: the process-backed server and the batched
-        vector wrapper. Returns the number of rounds that took effect.
+        The same bookkeeping and training cadence as :meth:`shaped_reward` row by row (a round that comes
+        due after a row starts, and one whose lag ends takes effect, before the next row is recorded),
+        with the rows before the next such event (:meth:`quiet_samples`) written at once. For owners
+        that compute −log D elsewhere: the batched vector wrappers and the Ray owner. Returns the number
+        of rounds that took effect.
         """
-        rounds = self.rounds
-        for row in rows:
-            self._recent[self._cursor] = row
-            self._count_sample()
+        rounds, i, m = self.rounds, 0, len(rows)
+        while i < m:
+            quiet = min(self.quiet_samples(), m - i - 1)
+            ring, cursor, k = len(self._recent), self._cursor, quiet + 1  # the quiet rows and the next
+            if cursor + k <= ring:
+                self._recent[cursor: cursor + k] = rows[i: i + k]
+            else:
+                self._recent[(cursor + np.arange(k)) % ring] = rows[i: i + k]
+            if quiet:
+                self._cursor = (cursor + quiet) % ring
+                self._n_recent = min(self._n_recent + quiet, ring)
+                self.policy_steps += quiet
+                self._since_round += quiet
+            self._count_sample()  # the next row, written at the cursor: a round may start or apply
+            i += k
         return self.rounds - rounds
+
+    def quiet_samples(self) -> int:
+        """How many of the next samples are sure to neither start a round nor put one into effect (the
+        one after them may: the round's cadence, or a background round's lag, ends there)."""
+        quiet = max(self.config.round_every - self._since_round - 1, 0)
+        if self._pending is not None:
+            quiet = min(quiet, max(self._apply_at - self.policy_steps - 1, 0))
+        return quiet
 
     def _count_sample(self) -> None:
         """Advance the ring and the counters past the row just written; train D if a round is due."""

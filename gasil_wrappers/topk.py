@@ -2,6 +2,7 @@
 
 - :class:`Episode`: one finished episode (observations the agent saw, its actions, its rewards).
 - :class:`GoodTrajectoryBuffer`: the paper's buffer B, capacity counted in steps.
+- :class:`EpisodeTape`: the episodes in progress of one env or of a batch of them.
 - :class:`TopKEpisodeRecorder`: records every episode of an env and offers it to the buffer.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 from gasil_wrappers._owner_wrapper import OwnerWrapper
 from gasil_wrappers.config import INFO_KEY
 
-__all__ = ["Episode", "GoodTrajectoryBuffer", "TopKEpisodeRecorder", "discounted_return"]
+__all__ = ["Episode", "EpisodeTape", "GoodTrajectoryBuffer", "TopKEpisodeRecorder", "discounted_return"]
 
 
 def discounted_return(rewards: np.ndarray, gamma: float) -> float:
@@ -143,6 +144,100 @@ class GoodTrajectoryBuffer:
         self.version += 1
 
 
+class EpisodeTape:
+    """The episodes in progress of ``num_envs`` envs, kept as a log of their steps.
+
+    Row ``i`` of the log holds, for every env, the observation its agent acted on and the action
+    (``concat(s, a)``), and the reward it was paid, at step ``i``: one vector step is written with one
+    call (:meth:`append`), whatever the number of envs. An env's episode is the stretch of its column
+    from its :meth:`begin` on; :meth:`episode` gives views of it (the buffer copies what it keeps). Rows
+    no episode in progress needs are dropped when the log fills, and it doubles when they all are.
+    :class:`TopKEpisodeRecorder` keeps a tape of one env; the batched vector wrappers
+    (:class:`~gasil_wrappers.vector.BatchedGASIL`) one of all sub-envs.
+
+    Example:
+        >>> tape = EpisodeTape(2, 1, 1)
+        >>> tape.begin(0); tape.begin(1)
+        >>> tape.append(np.array([[0.0, 0.5], [10.0, 0.5]]), np.array([1.0, 2.0]))
+        >>> tape.append_one(1, np.array([11.0]), np.zeros(1), 3.0)
+        >>> obs, actions, rewards = tape.episode(1)
+        >>> obs[:, 0].tolist(), rewards.tolist()
+        ([10.0, 11.0], [2.0, 3.0])
+    """
+
+    def __init__(self, num_envs: int, obs_dim: int, act_dim: int, capacity: int = 1024):
+        self.obs_dim = int(obs_dim)
+        self.rows = np.empty((capacity, num_envs, self.obs_dim + int(act_dim)), np.float64)
+        self.rew = np.empty((capacity, num_envs), np.float64)
+        self.size = 0  # rows in use
+        self.start: list[int | None] = [None] * num_envs  # where each env's episode begins (None: none)
+
+    def _make_room(self) -> None:
+        """Drop the rows before the oldest episode in progress, or double the log when there are none."""
+        keep = min((s for s in self.start if s is not None), default=self.size)
+        if keep == 0:
+            self._grow()
+            return
+        n = self.size - keep
+        self.rows[:n], self.rew[:n] = self.rows[keep: self.size], self.rew[keep: self.size]
+        self.size = n
+        self.start = [None if s is None else s - keep for s in self.start]
+
+    def _grow(self) -> None:
+        self.rows, self.rew = (np.concatenate([a, np.empty_like(a)]) for a in (self.rows, self.rew))
+
+    def begin(self, j: int) -> None:
+        """Env ``j`` starts a new episode (with the next step written)."""
+        self.start[j] = self.size
+
+    def end(self, j: int) -> None:
+        """Env ``j``'s episode is over: its rows may be dropped."""
+        self.start[j] = None
+
+    def append(self, rows: np.ndarray, rewards: np.ndarray) -> None:
+        """One step of every env: ``rows[j] = concat(s, a)`` of env ``j``, ``rewards[j]`` its reward (the
+        rows of envs that did not step are written too, and never read)."""
+        if self.size == len(self.rew):
+            self._make_room()
+        self.rows[self.size] = rows
+        self.rew[self.size] = rewards
+        self.size += 1
+
+    def append_one(self, j: int, obs, action, reward: float) -> None:
+        """A step of env ``j`` alone (a tape of one env)."""
+        if self.size == len(self.rew):
+            self._make_room()
+        row = self.rows[self.size, j]
+        row[: self.obs_dim] = obs
+        row[self.obs_dim:] = action
+        self.rew[self.size, j] = reward
+        self.size += 1
+
+    def steps(self, j: int) -> int:
+        """Steps of env ``j``'s episode so far."""
+        start = self.start[j]
+        return 0 if start is None else self.size - start
+
+    def episode(self, j: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Views of env ``j``'s episode so far: observations, actions, rewards (valid until the next
+        :meth:`append`)."""
+        start = self.start[j]
+        if start is None:
+            start = self.size
+        rows = self.rows[start: self.size, j]
+        return rows[:, : self.obs_dim], rows[:, self.obs_dim:], self.rew[start: self.size, j]
+
+    def load_episode(self, j: int, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
+        """Make ``obs, actions, rewards`` env ``j``'s episode so far (a tape of one env: a restored
+        checkpoint)."""
+        t = len(rewards)
+        while t > len(self.rew):
+            self._grow()
+        self.rows[:t, j, : self.obs_dim], self.rows[:t, j, self.obs_dim:] = obs, actions
+        self.rew[:t, j] = rewards
+        self.size, self.start[j] = t, 0
+
+
 class TopKEpisodeRecorder(OwnerWrapper, gym.utils.RecordConstructorArgs):
     """Record every finished episode and offer it to the good-trajectory buffer of a GASILState.
 
@@ -177,37 +272,30 @@ class TopKEpisodeRecorder(OwnerWrapper, gym.utils.RecordConstructorArgs):
         OwnerWrapper.__init__(self, env, state)
         if hasattr(self.state, "count_cut_episode"):  # an in-process GASILState: count the envs feeding it
             self.state.num_envs += 1
-        self._obs = np.empty((1024,) + env.observation_space.shape, np.float64)
-        self._act = np.empty((1024,) + self._act_shape, np.float64)
-        self._rew = np.empty(1024, np.float64)
-        self._t = 0
+        self._tape = EpisodeTape(1, int(np.prod(env.observation_space.shape)), int(np.prod(self._act_shape)))
 
     def state_dict(self) -> dict:
         """OwnerWrapper's keys, and ``episode``: the ``observations``, ``actions`` and ``rewards`` of the
         episode in progress recorded so far."""
-        t = self._t
-        episode = {"observations": self._obs[:t].copy(), "actions": self._act[:t].copy(),
-                   "rewards": self._rew[:t].copy()}
+        obs, act, rew = (a.copy() for a in self._tape.episode(0))
+        episode = {"observations": obs.reshape((len(rew),) + self.observation_space.shape),
+                   "actions": act.reshape((len(rew),) + self._act_shape), "rewards": rew}
         return {**OwnerWrapper.state_dict(self), "episode": episode}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`."""
         episode = state["episode"]
         obs, act, rew = (np.asarray(episode[k], np.float64) for k in ("observations", "actions", "rewards"))
-        t = len(rew)
-        if obs.shape != (t,) + self._obs.shape[1:] or act.shape != (t,) + self._act.shape[1:]:
+        t, tape = len(rew), self._tape
+        if obs.shape != (t,) + self.observation_space.shape or act.shape != (t,) + self._act_shape:
             raise ValueError(f"TopKEpisodeRecorder: a saved episode of observations {obs.shape}, actions "
                              f"{act.shape} and rewards {rew.shape} does not fit this env")
         OwnerWrapper.load_state_dict(self, state)
-        size = len(self._rew)
-        while size < t:
-            size *= 2
-        self._obs, self._act, self._rew = (np.empty((size,) + a.shape[1:]) for a in (obs, act, rew))
-        self._obs[:t], self._act[:t], self._rew[:t] = obs, act, rew
-        self._t = t
+        tape.load_episode(0, obs.reshape(t, tape.obs_dim), act.reshape(t, tape.rows.shape[2] - tape.obs_dim),
+                          rew)
 
     def begin_episode(self) -> None:
-        self._t = 0
+        self._tape.begin(0)
 
     def end_cut_episode(self, info: dict) -> None:
         """An episode reset before it ended enters the buffer as if truncated at its last step.
@@ -216,24 +304,18 @@ class TopKEpisodeRecorder(OwnerWrapper, gym.utils.RecordConstructorArgs):
         to the last step's, as a truncation there would have paid it. The owner counts the episode
         (``diagnostics()["cut_episodes"]``).
         """
-        t = self._t
-        if not t:
+        obs, act, rew = self._tape.episode(0)
+        if not len(rew):
             return
-        self._rew[t - 1] += info.get(INFO_KEY, {}).get("cut_unpaid_reward", 0.0)
+        rew[-1] += info.get(INFO_KEY, {}).get("cut_unpaid_reward", 0.0)
         count = getattr(self.state, "count_cut_episode", None)
         if count is not None:
             count()
-        self.state.add_episode(self._obs[:t], self._act[:t], self._rew[:t])
+        self.state.add_episode(obs, act, rew)
 
     def transition(self, obs, action, reward: float, terminated: bool, truncated: bool, info: dict) -> float:
-        t = self._t
-        if t == len(self._rew):
-            self._obs, self._act, self._rew = (np.concatenate([a, np.empty_like(a)]) for a in
-                                               (self._obs, self._act, self._rew))
-        self._obs[t] = obs
-        self._act[t] = action
-        self._rew[t] = reward
-        self._t = t + 1
+        self._tape.append_one(0, obs, action, reward)
         if terminated or truncated:
-            self.state.add_episode(self._obs[: t + 1], self._act[: t + 1], self._rew[: t + 1])
+            self.state.add_episode(*self._tape.episode(0))
+            self._tape.end(0)
         return reward

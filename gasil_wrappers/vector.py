@@ -24,36 +24,22 @@ then building the wrapper raises ``ImportError``.
 from __future__ import annotations
 
 import functools
+import math
 
 import gymnasium as gym
 import numpy as np
 
+from gasil_wrappers._checks import needs_reset
 from gasil_wrappers.config import INFO_KEY, GASILConfig
 from gasil_wrappers.reward import EnvRewardScale
 from gasil_wrappers.state import GASILState
-from gasil_wrappers.topk import TopKEpisodeRecorder
+from gasil_wrappers.topk import EpisodeTape
 
 __all__ = ["BatchedGASIL", "GASILVectorReward", "make_vec_stack"]
 
 _VectorWrapper = getattr(gym.vector, "VectorWrapper", None)
 _AVAILABLE = _VectorWrapper is not None and int(gym.__version__.split(".")[0]) >= 1
 _NEXT_STEP, _SAME_STEP, _DISABLED = "NextStep", "SameStep", "Disabled"
-
-
-class _Replay(gym.Env):
-    """Plays one sub-env's transitions back to a TopKEpisodeRecorder (so its code records the episodes)."""
-
-    metadata = {"render_modes": []}
-
-    def __init__(self, observation_space: gym.Space, action_space: gym.Space):
-        self.observation_space, self.action_space = observation_space, action_space
-        self.transition = (None, 0.0, False, False, {})
-
-    def reset(self, *, seed=None, options=None):
-        return self.transition[0], {}
-
-    def step(self, action):
-        return self.transition
 
 
 class BatchedGASIL:
@@ -64,12 +50,17 @@ class BatchedGASIL:
     library's autoreset convention into calls of :meth:`begin_episode` (a sub-env starts an episode
     from this observation) and :meth:`step` (these sub-envs took a policy step).
 
-    :meth:`step` replays the per-env stack's order under a sync vector env: for sub-env ``j`` in index
-    order, ``j``'s :class:`~gasil_wrappers.TopKEpisodeRecorder` (fed from the vector step) adds a
-    finished episode, then ``j``'s (s, a) is recorded with :meth:`GASILState.record_samples`; one
-    batched forward of D scores every sub-env that stepped, and a second one the sub-envs after ``j``
-    when a round took effect after ``j``'s sample. Rewards go through the optional per-env
-    :class:`~gasil_wrappers.reward.EnvRewardScale` and :meth:`GASILState.shape`, like the per-env stack.
+    One vector step costs a handful of numpy calls whatever the number of sub-envs: the transitions of
+    every sub-env that stepped go onto one :class:`~gasil_wrappers.topk.EpisodeTape` at once, one batched
+    forward of D scores them all, and their (s, a) rows enter the owner with
+    :meth:`GASILState.record_samples`. The result is that of the per-env stack under a sync vector env,
+    which handles sub-env ``j`` in index order (its finished episode enters the buffer, then its
+    (s, a) is recorded, and a round that comes due then starts before sub-env ``j+1``'s sample): the
+    rows are split where a round may start or take effect (:meth:`GASILState.quiet_samples`, at most
+    twice per ``d_every`` samples), episodes of the sub-envs up to the split enter the buffer first, and
+    when new weights took effect after sub-env ``j``, a second forward scores the sub-envs after it.
+    Rewards go through the optional per-env :class:`~gasil_wrappers.reward.EnvRewardScale` and
+    :meth:`GASILState.shape`, like the per-env stack.
     """
 
     def __init__(self, state: GASILState, num_envs: int, observation_space: gym.Space,
@@ -77,60 +68,165 @@ class BatchedGASIL:
         if not isinstance(state, GASILState):
             raise TypeError(f"{who}: needs an in-process GASILState (it sees every sub-env in this process, "
                             f"so no server is needed), got {type(state).__name__}")
-        self.state = state
+        state.check_process(who, whole_vector=True)  # a subprocess may hold it: it sees every sub-env
+        state.attach(observation_space, action_space)
+        self.state, self.who = state, who
         self.config = c = state.config
         self.num_envs = n = int(num_envs)
-        self._replays = [_Replay(observation_space, action_space) for _ in range(n)]
-        self._recorders = [TopKEpisodeRecorder(r, state) for r in self._replays]  # attach()es the state
+        state.num_envs += n
+        self._act_shape = tuple(action_space.shape)
+        self._tape = EpisodeTape(n, state.obs_dim, state.act_dim)
+        self._every = np.arange(n)
+        self._ahead = None  # (rounds, policy steps, scores) of score_ahead()
+        self._running = np.zeros(n, dtype=bool)  # inside an episode (begun, not ended or spoiled)
         self._od = state.obs_dim
         self._x = np.zeros((n, state.obs_dim + state.act_dim))  # row j: the obs sub-env j acts on, its action
-        self._scales = [EnvRewardScale(c.env_reward_scale_gamma) for _ in range(n)] \
+        self._scale = EnvRewardScale(c.env_reward_scale_gamma, num_envs=n) \
             if c.gasil and c.env_reward_scale == "normalized" else None
 
     def begin_episode(self, j: int, obs_row: np.ndarray, seed: int | None = None) -> None:
-        """Sub-env ``j`` starts an episode from ``obs_row`` (a reset; its seed may seed D)."""
-        self._replays[j].transition = (obs_row, 0.0, False, False, {})
-        self._recorders[j].reset(seed=seed)
+        """Sub-env ``j`` starts an episode from ``obs_row`` (a reset; its seed may seed D).
+
+        An episode of ``j`` still running is cut: it enters the buffer as if truncated at its last step
+        and is counted in ``diagnostics()["cut_episodes"]``, as the per-env recorder does."""
+        state = self.state
+        state.on_env_reset(self.who)
+        if self._running[j] and self._tape.steps(j):
+            state.count_cut_episode()
+            state.add_episode(*self._tape.episode(j))
+        state.seed_if_unset(seed)
+        self._tape.begin(j)
+        self._running[j] = True
         self._x[j, : self._od] = obs_row
 
-    def step(self, obs_rows: np.ndarray, actions, rewards, terminations, truncations,
-             stepped: np.ndarray) -> tuple[np.ndarray, dict | None]:
-        """Record and shape one vector step of the sub-envs in ``stepped`` (a bool mask).
+    def act(self, actions, stepped: np.ndarray | None = None) -> None:
+        """The policy chose ``actions`` (one row per sub-env) on the current observations: check the rows
+        of the sub-envs in ``stepped`` (None: all) and keep them for :meth:`step`. Raises before anything
+        is recorded: call it before the sub-envs step, so a bad action never reaches them."""
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,) + self._act_shape:
+            raise ValueError(f"{self.who}: actions have shape {actions.shape}, expected "
+                             f"{(self.num_envs,) + self._act_shape}")
+        acts = actions if stepped is None else actions[stepped]
+        if not math.isfinite(acts.sum()):  # one cheap sum, finite whenever every entry is
+            idx = self._every if stepped is None else np.flatnonzero(stepped)
+            bad = idx[~np.isfinite(acts).all(axis=tuple(range(1, acts.ndim)))]
+            if len(bad):
+                raise ValueError(f"{self.who}: the action of sub-env {bad[0]} contains NaN or inf: "
+                                 f"{actions[bad[0]]!r}")
+        self._x[:, self._od:] = actions.reshape(self.num_envs, -1)
+        self._ahead = None
 
-        ``obs_rows`` are the returned observations as float64 rows (a fresh array: recorders keep
-        views). Returns the rewards (shaped where ``stepped`` and ``config.gasil``) and, with
-        ``config.gasil``, the arrays ``discriminator_reward``, ``alpha``, ``shaped_reward`` (else None).
-        Afterwards every sub-env is taken to act next on its row of ``obs_rows``: call
-        :meth:`begin_episode` for those that reset instead.
+    def score_ahead(self) -> None:
+        """Score every sub-env's (s, a) with the D in effect now, for the coming :meth:`step`: call it
+        after :meth:`act`, while the sub-envs step (SB3's ``step_async``), so the forward runs beside
+        them rather than after. The scores are only used if no round took effect in between."""
+        state = self.state
+        if self.config.gasil and state.ready:
+            self._ahead = (state.rounds, state.policy_steps, state.discriminator.reward(self._x))
+
+    def _check_step(self, rewards: np.ndarray, idx: np.ndarray, every: bool) -> None:
+        """Refuse a step of sub-envs ``idx`` (``every``: all of them) before anything of it is recorded."""
+        if not (self._running.all() if every else self._running[idx].all()):
+            raise needs_reset(f"{self.who} (sub-env {idx[~self._running[idx]][0]})")
+        rews = rewards if every else rewards[idx]
+        if not math.isfinite(rews.sum()):
+            bad = idx[~np.isfinite(rews)]
+            if len(bad):
+                for j in bad:  # their episodes are spoiled: nothing more of them is recorded
+                    self._running[j] = False
+                    self._tape.end(j)
+                raise ValueError(f"{self.who}: sub-env {bad[0]} returned a non-finite reward "
+                                 f"({rewards[bad[0]]}); its episode is dropped, reset it")
+
+    def step(self, obs_rows: np.ndarray, actions, rewards, terminations, truncations,
+             stepped: np.ndarray | None = None) -> tuple[np.ndarray, dict | None]:
+        """Record and shape one vector step of the sub-envs in ``stepped`` (a bool mask; None: all).
+
+        ``actions``: what the sub-envs were given, or None for those :meth:`act` took. ``obs_rows``
+        are the returned observations as float64 rows. Returns the rewards (shaped where ``stepped``
+        and ``config.gasil``) and, with ``config.gasil``, the arrays ``discriminator_reward``,
+        ``alpha``, ``shaped_reward`` (else None). Afterwards every sub-env is taken to act next on its
+        row of ``obs_rows``: call :meth:`begin_episode` for those that reset instead.
         """
-        n, state, x = self.num_envs, self.state, self._x
-        x[:, self._od:] = np.asarray(actions).reshape(n, -1)
-        rewards_out = np.array(rewards, dtype=np.float64)
-        shape = self.config.gasil
-        idx = np.flatnonzero(stepped)
-        if shape:
-            d_reward, alpha, ready = np.zeros(n), np.zeros(n), np.zeros(n, dtype=bool)
-            # One forward for every sub-env that stepped, with D as it is now ...
-            first, scores = 0, state.discriminator.reward(x[idx]) if state.ready else None
-        for k, j in enumerate(idx):
-            replay, recorder = self._replays[j], self._recorders[j]
-            replay.transition = (obs_rows[j], rewards[j], bool(terminations[j]), bool(truncations[j]), {})
-            recorder.step(actions[j])  # checks the action and reward; a finished episode enters the buffer
-            if not shape:
-                continue
-            if self._scales is not None:  # per sub-env, in sub-env order, as the per-env stack does
-                rewards_out[j] = self._scales[j](rewards_out[j], bool(terminations[j]))
-            if scores is not None:
-                d_reward[j], alpha[j], ready[j] = scores[k - first], state.alpha_at(state.policy_steps), True
-            if state.record_samples(x[j: j + 1]) and k + 1 < len(idx):
-                # ... and, when a round ran after sub-env j's sample, one more for the sub-envs after it.
-                first, scores = k + 1, state.discriminator.reward(x[idx[k + 1:]])
-        x[:, : self._od] = obs_rows
-        if not shape:
-            return rewards_out, None
-        rewards_out = state.shape(rewards_out, d_reward, alpha, ready)
-        return rewards_out, {"discriminator_reward": d_reward, "alpha": alpha,
-                             "shaped_reward": rewards_out.copy()}
+        n, state, x, od = self.num_envs, self.state, self._x, self._od
+        if actions is not None:
+            self.act(actions, stepped)
+        ahead, self._ahead = self._ahead, None
+        rewards = np.array(rewards, dtype=np.float64)  # a copy: the rewards returned are never the input
+        every = stepped is None or bool(np.all(stepped))
+        idx = self._every if every else np.flatnonzero(stepped)
+        self._check_step(rewards, idx, every)
+        self._tape.append(x, rewards)  # every sub-env's row; those that did not step are never read
+        ends = np.logical_or(terminations, truncations)
+        ended = np.flatnonzero(ends if every else ends[idx]) if ends.any() else ()  # positions in idx
+        if self.config.gasil:
+            rows = x if every else x[idx]  # (s, a) of every sub-env that stepped, in sub-env order
+            scores = None
+            if ahead is not None and every and ahead[:2] == (state.rounds, state.policy_steps):
+                scores = ahead[2]
+            terminations = np.asarray(terminations, dtype=bool)
+            shaped, diag = self._record_and_shape(idx, rows, ended, rewards if every else rewards[idx],
+                                                  terminations if every else terminations[idx], scores)
+            if every:
+                rewards_out = shaped
+            else:
+                rewards_out = rewards
+                rewards_out[idx] = shaped
+                for name, value in diag.items():
+                    diag[name] = np.zeros(n)
+                    diag[name][idx] = value
+        else:  # top_k only: episodes are recorded, samples (which only train D) are not
+            self._add_episodes(idx, ended)
+            rewards_out, diag = rewards, None
+        for k in ended:
+            self._running[idx[k]] = False
+            self._tape.end(idx[k])
+        x[:, :od] = obs_rows
+        return rewards_out, diag
+
+    def _add_episodes(self, idx, positions) -> None:
+        for k in positions:
+            self.state.add_episode(*self._tape.episode(idx[k]))
+
+    def _record_and_shape(self, idx, rows, ended, rews, terminations, scores) -> tuple[np.ndarray, dict]:
+        """Episodes into the buffer, samples into the owner, rewards shaped: per row of ``rows``
+        (``scores``: −log D of ``rows`` if already computed with the D in effect)."""
+        state, m, p0 = self.state, len(idx), self.state.policy_steps
+        env_rewards = rews if self._scale is None else self._scale.rows(rews, terminations, idx)
+        if scores is None and state.ready:
+            scores = state.discriminator.reward(rows)
+        if not len(ended) and state.quiet_samples() >= m - 1:
+            # The common step: no episode ended and a round may only start (or take effect) after the
+            # last row, so every row is scored by the D in effect now.
+            state.record_samples(rows)
+            ready = scores is not None
+            d_reward = scores if ready else np.zeros(m)
+            alpha = self._alphas(p0, m) if ready else np.zeros(m)
+        else:
+            ended = np.asarray(ended, dtype=np.int64)
+            d_reward, alpha, ready = np.zeros(m), np.zeros(m), np.zeros(m, dtype=bool)
+            first, pos = 0, 0
+            while pos < m:
+                # the rows up to `end` start or apply a round at most at their last one: the episodes
+                # that ended in them enter the buffer first, as sub-env by sub-env they would have by then
+                end = min(pos + state.quiet_samples() + 1, m)
+                self._add_episodes(idx, ended[(ended >= pos) & (ended < end)])
+                if scores is not None:
+                    d_reward[pos:end], ready[pos:end] = scores[pos - first: end - first], True
+                    alpha[pos:end] = self._alphas(state.policy_steps, end - pos)
+                took_effect = state.record_samples(rows[pos:end])
+                pos = end
+                if took_effect and pos < m:  # new weights after sub-env idx[pos - 1]: score the rest
+                    first, scores = pos, state.discriminator.reward(rows[pos:])
+        shaped = state.shape(env_rewards, d_reward, alpha, ready)
+        return shaped, {"discriminator_reward": d_reward, "alpha": alpha, "shaped_reward": shaped.copy()}
+
+    def _alphas(self, step: int, m: int) -> np.ndarray:
+        """α(t) of the ``m`` samples from policy step ``step`` on."""
+        if step >= self.config.alpha_end:
+            return np.full(m, self.config.alpha)
+        return np.array([self.state.alpha_at(t) for t in range(step, step + m)])
 
 
 class GASILVectorReward(_VectorWrapper if _AVAILABLE else object):

@@ -150,3 +150,19 @@ def test_bad_scale_settings_are_refused():
         GASILConfig(env_reward_scale_gamma=0.0)
     with pytest.raises(ValueError, match="d_every"):
         GASILConfig(d_every=0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(steps=st.lists(st.tuples(st.lists(st.booleans(), min_size=3, max_size=3),
+                                st.lists(st.floats(-50, 50, allow_nan=False), min_size=3, max_size=3),
+                                st.lists(st.booleans(), min_size=3, max_size=3)), min_size=1, max_size=30))
+def test_env_reward_scale_rows_equal_one_scale_per_env_bitwise(steps):
+    """The batched wrappers' scale of 3 envs (any of them stepping) is bitwise three one-env scales."""
+    batched, single = EnvRewardScale(0.99, num_envs=3), [EnvRewardScale(0.99) for _ in range(3)]
+    for stepped, rewards, terminated in steps:
+        which = np.flatnonzero(stepped)
+        if not len(which):
+            continue
+        got = batched.rows(np.array(rewards)[which], np.array(terminated)[which], which)
+        expected = [single[j](rewards[j], terminated[j]) for j in which]
+        assert got.tolist() == expected

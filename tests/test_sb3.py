@@ -165,3 +165,25 @@ def test_sb3_ppo_learns_with_subprocess_envs_and_vecnormalize_outside():
     diag = state.diagnostics()
     assert diag["rounds"] >= 2 and diag["policy_steps"] >= 4096 and np.isfinite(diag["d_loss"])
     assert diag["buffer_episodes"] >= 1
+
+
+def test_scores_computed_ahead_are_dropped_when_a_round_took_effect_since():
+    """step_async scores (s, a) while the sub-envs step; if new weights took effect before step_wait
+    (here: a round trained by hand in between), step_wait must score with the new D."""
+    venv = make_sb3_vec_env("Pendulum-v1", 2, GASILConfig(gasil=True, delay=5, d_every=256, d_apply_lag=0,
+                                                         seed=0), vec_env_cls=DummyVecEnv)
+    venv.seed(0)
+    venv.reset()
+    actions = np.full((2, 1), 0.3, dtype=np.float32)
+    while not venv.state.ready:
+        venv.step(actions)
+    state, core = venv.state, venv.core
+    venv.step_async(actions)
+    x = core._x.copy()
+    old = state.discriminator.reward(x)
+    state.train_round()
+    new = state.discriminator.reward(x)
+    assert not np.allclose(old, new)
+    _, _, _, infos = venv.step_wait()
+    assert [info["gasil"]["discriminator_reward"] for info in infos] == new.tolist()
+    venv.close()

@@ -6,6 +6,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gasil_wrappers import GASILConfig, GASILState, find_state, wrap_stack
 from tests.conftest import ScriptedEnv, mujoco_id
@@ -214,3 +216,29 @@ def test_a_child_forked_mid_round_refuses_to_apply_it():
     assert b"forked while a discriminator round trained" in os.read(read, 500)
     feed(state, 10, seed=2)  # the parent applies it as usual
     assert state.rounds == 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(lag=st.sampled_from([0, 5, 40]),
+       chunks=st.lists(st.integers(1, 70), min_size=1, max_size=12))
+def test_record_samples_in_any_chunks_equals_one_row_at_a_time(lag, chunks):
+    """record_samples writes the rows before the next round event at once; the ring, counters, rounds
+    and D must be those of recording the same rows one by one, however the rows are chunked."""
+    rows = np.random.default_rng(3).normal(size=(sum(chunks), 5))
+    one, chunked = fed_state(lag), fed_state(lag)
+    for row in rows:
+        one.record_samples(row[None])
+    at = 0
+    for size in chunks:
+        chunked.record_samples(rows[at: at + size])
+        at += size
+    for state in (one, chunked):
+        state.state_dict()  # waits for a round still training
+    def counters(s):
+        return s.policy_steps, s.rounds, s._cursor, s._n_recent, s._since_round
+
+    assert counters(chunked) == counters(one)
+    np.testing.assert_array_equal(chunked._recent[: one._n_recent], one._recent[: one._n_recent])
+    if one.rounds:
+        a, b = one.state_dict()["discriminator"]["net"], chunked.state_dict()["discriminator"]["net"]
+        assert all(torch.equal(a[k], b[k]) for k in a)

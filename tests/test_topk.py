@@ -15,6 +15,7 @@ from gasil_wrappers import (
     TopKEpisodeRecorder,
     discounted_return,
 )
+from gasil_wrappers.topk import EpisodeTape
 from tests.conftest import ScriptedEnv
 
 
@@ -213,3 +214,28 @@ def test_check_env_on_the_recorder_alone():
     with pytest.warns(RuntimeWarning, match="fresh owner"):
         remade = env.spec.make()
     assert remade.state is not state and remade.state.config == state.config  # it never feeds a running one
+
+
+@settings(max_examples=50, deadline=None)
+@given(ops=st.lists(st.tuples(st.sampled_from(["step", "begin", "end"]), st.integers(0, 2)), max_size=300))
+def test_episode_tape_keeps_each_envs_episode_through_compaction_and_growth(ops):
+    """A tape of 3 envs (capacity 4, so it compacts and grows) against plain per-env lists."""
+    tape, ref, step = EpisodeTape(3, 1, 1, capacity=4), [None, None, None], 0
+    for op, j in ops:
+        if op == "begin":
+            tape.begin(j)
+            ref[j] = []
+        elif op == "end":
+            tape.end(j)
+            ref[j] = None
+        else:
+            step += 1
+            tape.append(np.array([[step, 10 + k] for k in range(3)], dtype=float), np.full(3, -step, float))
+            for k in range(3):
+                if ref[k] is not None:
+                    ref[k].append(step)
+        for k in range(3):
+            obs, actions, rewards = tape.episode(k)
+            steps = ref[k] or []
+            assert obs[:, 0].tolist() == steps and actions[:, 0].tolist() == [10 + k] * len(steps)
+            assert rewards.tolist() == [-s for s in steps] and tape.steps(k) == len(steps)
