@@ -283,12 +283,18 @@ class GASILVectorReward(_VectorWrapper if _AVAILABLE else object):
         return obs, infos
 
     def step(self, actions):
-        obs, rewards, terminations, truncations, infos = self.env.step(actions)
         n = self.num_envs
-        obs_rows = np.array(obs, dtype=np.float64).reshape(n, -1)  # new each step: recorders keep views
-        actions = np.asarray(actions)
         stepped = ~self._autoreset if self._mode == _NEXT_STEP else np.ones(n, dtype=bool)
-        rewards_out, diag = self.core.step(obs_rows, actions, rewards, terminations, truncations, stepped)
+        self.core.act(actions, stepped)  # a bad action raises before the sub-envs see it
+        if isinstance(self.env, gym.vector.AsyncVectorEnv):  # D's forward runs while the workers step
+            self.env.step_async(actions)
+            if stepped.all():
+                self.core.score_ahead()
+            obs, rewards, terminations, truncations, infos = self.env.step_wait()
+        else:
+            obs, rewards, terminations, truncations, infos = self.env.step(actions)
+        obs_rows = np.asarray(obs, dtype=np.float64).reshape(n, -1)
+        rewards_out, diag = self.core.step(obs_rows, None, rewards, terminations, truncations, stepped)
         if diag is not None:
             out = infos.setdefault(INFO_KEY, {})
             for name, value in diag.items():

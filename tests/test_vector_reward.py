@@ -180,3 +180,13 @@ def test_bad_inputs_are_rejected():
     envs.reset(seed=0)
     with pytest.raises(ValueError, match="NaN or inf"):
         envs.step(np.array([[0.0, np.nan], [0.0, 0.0]], dtype=np.float32))
+
+
+def test_a_bad_action_is_refused_before_the_sub_envs_step():
+    envs = GASILVectorReward(short_envs("NextStep"), GASILState(GASILConfig(gasil=True, seed=0)))
+    envs.reset(seed=0)
+    with pytest.raises(ValueError, match="sub-env 1 contains NaN or inf"):
+        envs.step(np.array([[0.0, 0.0], [np.inf, 0.0]], dtype=np.float32))
+    assert [env.t for env in envs.env.envs] == [0, 0] and envs.state.policy_steps == 0
+    envs.step(np.zeros((2, 2), dtype=np.float32))  # the vector env is still usable
+    assert [env.t for env in envs.env.envs] == [1, 1] and envs.state.policy_steps == 2
