@@ -117,8 +117,8 @@ class GASILVecEnvWrapper(VecEnvWrapper):
 
 
 class _TaskReward(gym.Wrapper):
-    """Puts the task stack's reward under ``info["gasil"]["task_reward"]``, in float64 (SB3's vec envs
-    round rewards to float32): the buffer then ranks by the same reward as the per-env stack's."""
+    """Puts the task stack's reward under ``info["gasil"]["task_reward"]``, in float64 (``DummyVecEnv``
+    rounds rewards to float32): the buffer then ranks by the same reward as the per-env stack's."""
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)

@@ -228,12 +228,13 @@ class EpisodeTape:
         return rows[:, : self.obs_dim], rows[:, self.obs_dim:], self.rew[start: self.size, j]
 
     def load_episode(self, j: int, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
-        """Make ``obs, actions, rewards`` env ``j``'s episode so far (a tape of one env: a restored
-        checkpoint)."""
+        """Make ``obs, actions, rewards`` (one entry per step) env ``j``'s episode so far (a tape of one
+        env: a restored checkpoint)."""
         t = len(rewards)
         while t > len(self.rew):
             self._grow()
-        self.rows[:t, j, : self.obs_dim], self.rows[:t, j, self.obs_dim:] = obs, actions
+        obs_part, act_part = self.rows[:t, j, : self.obs_dim], self.rows[:t, j, self.obs_dim:]
+        obs_part[:], act_part[:] = obs.reshape(obs_part.shape), actions.reshape(act_part.shape)
         self.rew[:t, j] = rewards
         self.size, self.start[j] = t, 0
 
@@ -286,13 +287,12 @@ class TopKEpisodeRecorder(OwnerWrapper, gym.utils.RecordConstructorArgs):
         """Restore :meth:`state_dict`."""
         episode = state["episode"]
         obs, act, rew = (np.asarray(episode[k], np.float64) for k in ("observations", "actions", "rewards"))
-        t, tape = len(rew), self._tape
+        t = len(rew)
         if obs.shape != (t,) + self.observation_space.shape or act.shape != (t,) + self._act_shape:
             raise ValueError(f"TopKEpisodeRecorder: a saved episode of observations {obs.shape}, actions "
                              f"{act.shape} and rewards {rew.shape} does not fit this env")
         OwnerWrapper.load_state_dict(self, state)
-        tape.load_episode(0, obs.reshape(t, tape.obs_dim), act.reshape(t, tape.rows.shape[2] - tape.obs_dim),
-                          rew)
+        self._tape.load_episode(0, obs, act, rew)
 
     def begin_episode(self) -> None:
         self._tape.begin(0)

@@ -223,9 +223,7 @@ class BatchedGASIL:
         return shaped, {"discriminator_reward": d_reward, "alpha": alpha, "shaped_reward": shaped.copy()}
 
     def _alphas(self, step: int, m: int) -> np.ndarray:
-        """α(t) of the ``m`` samples from policy step ``step`` on."""
-        if step >= self.config.alpha_end:
-            return np.full(m, self.config.alpha)
+        """α(t) of the ``m`` samples from policy step ``step`` on (the owner's schedule)."""
         return np.array([self.state.alpha_at(t) for t in range(step, step + m)])
 
 
@@ -285,16 +283,18 @@ class GASILVectorReward(_VectorWrapper if _AVAILABLE else object):
     def step(self, actions):
         n = self.num_envs
         stepped = ~self._autoreset if self._mode == _NEXT_STEP else np.ones(n, dtype=bool)
-        self.core.act(actions, stepped)  # a bad action raises before the sub-envs see it
+        every = bool(stepped.all())
+        self.core.act(actions, None if every else stepped)  # a bad action raises before the sub-envs see it
         if isinstance(self.env, gym.vector.AsyncVectorEnv):  # D's forward runs while the workers step
             self.env.step_async(actions)
-            if stepped.all():
+            if every:
                 self.core.score_ahead()
             obs, rewards, terminations, truncations, infos = self.env.step_wait()
         else:
             obs, rewards, terminations, truncations, infos = self.env.step(actions)
         obs_rows = np.asarray(obs, dtype=np.float64).reshape(n, -1)
-        rewards_out, diag = self.core.step(obs_rows, None, rewards, terminations, truncations, stepped)
+        rewards_out, diag = self.core.step(obs_rows, None, rewards, terminations, truncations,
+                                           None if every else stepped)
         if diag is not None:
             out = infos.setdefault(INFO_KEY, {})
             for name, value in diag.items():
