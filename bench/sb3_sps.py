@@ -8,7 +8,8 @@ the task stack (delay) in each worker, recorder, D forward and shaping for both 
 process, D training once per PPO batch (2 x 1024 steps, 20 updates of 128). Both: ``VecNormalize``
 outside, SB3's default MLP policy, n_steps 1024, batch 64, 10 epochs, one torch thread. SPS counts the
 env steps of ``model.learn`` over its wall time (rollouts and updates); env and model construction are
-not timed. The last line printed is the ratio PPO+GASIL SPS / PPO SPS (goal: >= 0.95).
+not timed. The last line printed is the ratio PPO+GASIL SPS / PPO SPS (with
+``--repeat N``, the mean of the N per-pair ratios; goal: >= 0.95).
 """
 
 import argparse
@@ -17,7 +18,7 @@ import sys
 import time
 
 import torch
-from _alternate import alternating_medians  # bench/, beside this script
+from _alternate import alternate  # bench/, beside this script
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecNormalize
@@ -52,8 +53,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16384, help="env steps per run (default 16384)")
     parser.add_argument("--env-id", default="Hopper-v5")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=1, help="runs of each configuration, alternating; "
-                        "the medians are compared (default 1)")
+    parser.add_argument("--repeat", type=int, default=1, help="pairs of runs (PPO, PPO+GASIL), alternating "
+                        "which goes first; the figure is the mean of the per-pair ratios (default 1)")
     opts = parser.parse_args()
     if os.environ.get("OMP_NUM_THREADS") != "1":
         print("note: run with OMP_NUM_THREADS=1 for numbers comparable with the reference", file=sys.stderr)
@@ -62,11 +63,11 @@ def main() -> None:
     # first Adam step (about 1-2 s once per process, which a long run does not notice).
     run(False, opts.env_id, N_ENVS * N_STEPS, opts.seed)
     run(True, opts.env_id, 2 * N_ENVS * N_STEPS, opts.seed)
-    ppo, gasil = alternating_medians(lambda gasil, i: run(gasil, opts.env_id, opts.steps, opts.seed),
-                                     opts.repeat)
+    ppo, gasil, ratio = alternate(lambda gasil, i: run(gasil, opts.env_id, opts.steps, opts.seed),
+                                 opts.repeat)
     print(f"SB3 PPO {ppo:.0f} SPS, SB3 PPO+GASIL (GASILVecEnvWrapper) {gasil:.0f} SPS, "
           f"{N_ENVS} SubprocVecEnv workers, {opts.env_id}, {opts.steps} steps, median of {opts.repeat}")
-    print(f"{gasil / ppo:.3f}")
+    print(f"{ratio:.3f}")
 
 
 if __name__ == "__main__":

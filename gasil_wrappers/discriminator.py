@@ -65,10 +65,26 @@ class DiscriminatorForward:
         self.high = np.full(self.in_dim, np.inf)
         self.layers = [np.zeros((i + 1, o)) for i, o in zip(sizes[:-1], sizes[1:])]  # hidden layers
         self.last = np.zeros(sizes[-1] + 1)  # output layer (one unit)
-        self._rows = [np.ones(n + 1) for n in sizes]  # one-row work vectors, trailing 1 for the bias
-        self._views = [r[:-1] for r in self._rows]
         self._sizes = sizes
+        self._make_work()
+
+    def _make_work(self) -> None:
+        """Work arrays and views of the snapshot (rebuilt after unpickling, which would copy views)."""
+        self._rows = [np.ones(n + 1) for n in self._sizes]  # one-row work vectors, trailing 1 for the bias
+        self._views = [r[:-1] for r in self._rows]
         self._batches: dict[int, tuple[list, list]] = {}  # the same for batches of rows, by batch size
+        # Batches are computed feature-major (one column per row): the bounds as columns and each layer
+        # transposed, as views that follow every in-place update of the snapshot.
+        self._high_col, self._low_col = self.high[:, None], self.low[:, None]
+        self._layers_t = [w.T for w in self.layers]
+
+    def __getstate__(self) -> dict:
+        keep = ("in_dim", "input_clip", "low", "high", "layers", "last", "_sizes")
+        return {k: self.__dict__[k] for k in keep}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._make_work()
 
     @staticmethod
     def size(in_dim: int, hidden: Sequence[int]) -> int:
@@ -125,18 +141,18 @@ class DiscriminatorForward:
                 np.tanh(out, out=out)
             return float(self._rows[-1].dot(self.last))
         work = self._batches.get(len(x))
-        if work is None:  # rows of each layer's input with a trailing 1 for the bias, as for one row
-            full = [np.ones((len(x), n + 1)) for n in self._sizes]
-            work = (full, [f[:, :-1] for f in full])
+        if work is None:  # each layer's input, one column per row, with a last row of 1s for the bias
+            full = [np.ones((n + 1, len(x))) for n in self._sizes]
+            work = (full, [f[:-1] for f in full])  # C-contiguous: np.dot writes into them directly
             if len(x) <= 64:  # the batched wrappers' vector steps: kept for the next call
                 self._batches[len(x)] = work
         full, views = work
-        np.minimum(x, self.high, out=views[0])
-        np.maximum(views[0], self.low, out=views[0])
-        for src, w, out in zip(full, self.layers, views[1:]):
-            np.matmul(src, w, out=out)
+        np.minimum(x.T, self._high_col, out=views[0])
+        np.maximum(views[0], self._low_col, out=views[0])
+        for src, w, out in zip(full, self._layers_t, views[1:]):
+            np.dot(w, src, out=out)
             np.tanh(out, out=out)
-        return full[-1] @ self.last
+        return self.last @ full[-1]
 
     def reward(self, x: np.ndarray):
         """-log D(s, a) = softplus(-logit): high where D believes (s, a) came from the good buffer."""

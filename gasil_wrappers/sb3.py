@@ -47,6 +47,8 @@ from gasil_wrappers.vector import BatchedGASIL
 
 __all__ = ["GASILVecEnvWrapper", "make_sb3_vec_env"]
 
+_any = np.logical_or.reduce  # ``a.any()`` without numpy's Python layer (the per-step path)
+
 
 def _innermost(venv: VecEnv) -> VecEnv:
     while isinstance(venv, VecEnvWrapper):
@@ -98,7 +100,8 @@ class GASILVecEnvWrapper(VecEnvWrapper):
             # (make_sb3_vec_env) keeps the float64 one. SubprocVecEnv stacks the workers' floats as they are.
             rewards = np.array([info.get(INFO_KEY, {}).get("task_reward", r)
                                 for info, r in zip(infos, rewards)], dtype=np.float64)
-        if dones.any():
+        any_done = bool(_any(dones))
+        if any_done:
             truncated = [info.get("TimeLimit.truncated", False) for info in infos]
             truncations = np.array(truncated, dtype=bool) & dones
             terminations = dones & ~truncations
@@ -106,12 +109,10 @@ class GASILVecEnvWrapper(VecEnvWrapper):
             terminations = truncations = dones
         rewards_out, diag = self.core.step(obs_rows, None, rewards, terminations, truncations)
         if diag is not None:
-            columns = [(name, value.tolist()) for name, value in diag.items()]
-            for j, info in enumerate(infos):
-                out = info.setdefault(INFO_KEY, {})
-                for name, values in columns:
-                    out[name] = values[j]
-        for j in np.flatnonzero(dones) if dones.any() else ():  # SB3 resets on the same step: the
+            names = tuple(diag)
+            for info, values in zip(infos, zip(*(value.tolist() for value in diag.values()))):
+                info.setdefault(INFO_KEY, {}).update(zip(names, values))
+        for j in np.flatnonzero(dones) if any_done else ():  # SB3 resets on the same step: the
             self.core.begin_episode(j, obs_rows[j])  # returned obs is already the reset one
         return obs, rewards_out.astype(np.float32), dones, infos
 
@@ -126,10 +127,12 @@ class _TaskReward(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-def _sub_env(env_id: str, config: GASILConfig, monitor: bool, env_kwargs: dict) -> gym.Env:
+def _sub_env(env_id: str, config: GASILConfig, monitor: bool, env_kwargs: dict, task_reward: bool) -> gym.Env:
     from gasil_wrappers.stack import wrap_stack
 
-    env = _TaskReward(wrap_stack(gym.make(env_id, **env_kwargs), config))
+    env = wrap_stack(gym.make(env_id, **env_kwargs), config)
+    if task_reward:
+        env = _TaskReward(env)
     return Monitor(env) if monitor else env
 
 
@@ -138,8 +141,9 @@ def make_sb3_vec_env(env_id: str, n_envs: int, config: GASILConfig, *, vec_env_c
                      state: GASILState | None = None) -> VecEnv:
     """An SB3 vec env of ``n_envs`` task stacks (noise, delay) with :class:`GASILVecEnvWrapper` on top.
 
-    Each sub-env is ``Monitor(wrap_stack(gym.make(env_id, **env_kwargs), task_config))`` (the task
-    stack's float64 reward also goes under ``info["gasil"]["task_reward"]``) with
+    Each sub-env is ``Monitor(wrap_stack(gym.make(env_id, **env_kwargs), task_config))`` (unless
+    ``vec_env_cls`` is a ``SubprocVecEnv``, the task stack's float64 reward also goes under
+    ``info["gasil"]["task_reward"]``, since ``DummyVecEnv`` rounds rewards to float32) with
     ``task_config = config.replace(gasil=False, top_k=False)``, built inside its worker by
     ``vec_env_cls`` (``SubprocVecEnv`` by default, or ``DummyVecEnv``). When ``config.gasil or
     config.top_k``, the GASIL wrapper goes on top, with ``state`` (default: a new ``GASILState(config)``,
@@ -152,7 +156,10 @@ def make_sb3_vec_env(env_id: str, n_envs: int, config: GASILConfig, *, vec_env_c
         raise ValueError(f"make_sb3_vec_env: {env_id!r} already contains a per-env GASIL stack; "
                          "pass its base id")
     task = config.replace(gasil=False, top_k=False)
-    thunk = functools.partial(_sub_env, env_id, task, monitor, dict(env_kwargs or {}))
+    # SubprocVecEnv returns the workers' float64 rewards as they are: no need to copy them into infos
+    task_reward = config.records_buffer and not (isinstance(vec_env_cls, type)
+                                                 and issubclass(vec_env_cls, SubprocVecEnv))
+    thunk = functools.partial(_sub_env, env_id, task, monitor, dict(env_kwargs or {}), task_reward)
     venv = vec_env_cls([thunk] * n_envs, **(vec_env_kwargs or {}))
     if not config.records_buffer:
         return venv

@@ -288,6 +288,13 @@ class GASILState:
             return 0.0
         return c.alpha * (step - c.alpha_start) / (c.alpha_end - c.alpha_start)
 
+    def alphas(self, step: int, m: int) -> np.ndarray:
+        """α(t) of the ``m`` policy steps from ``step`` on, as an array (one call where α is constant)."""
+        c = self.config
+        if step >= c.alpha_end or (step + m <= c.alpha_start):
+            return np.full(m, self.alpha_at(step))
+        return np.array([self.alpha_at(t) for t in range(step, step + m)])
+
     def add_episode(self, obs, actions, rewards) -> bool:
         """Offer a finished episode to the good-trajectory buffer."""
         return self.buffer.add(obs, actions, rewards)
@@ -319,8 +326,8 @@ class GASILState:
         if isinstance(ready, np.ndarray):
             terms[0] += float(np.abs(w * env_reward[ready]).sum())
             terms[1] += float((alpha * d_reward)[ready].sum())
-        elif ready and isinstance(env_reward, np.ndarray):
-            terms[0] += abs(w) * float(np.abs(env_reward).sum())
+        elif ready and isinstance(env_reward, np.ndarray):  # the batched wrappers' common step
+            terms[0] += abs(w) * float(np.add.reduce(np.abs(env_reward)))
             terms[1] += float(np.dot(alpha, d_reward))
         elif ready:
             terms[0] += abs(w * env_reward)

@@ -40,6 +40,9 @@ __all__ = ["BatchedGASIL", "GASILVectorReward", "make_vec_stack"]
 _VectorWrapper = getattr(gym.vector, "VectorWrapper", None)
 _AVAILABLE = _VectorWrapper is not None and int(gym.__version__.split(".")[0]) >= 1
 _NEXT_STEP, _SAME_STEP, _DISABLED = "NextStep", "SameStep", "Disabled"
+# The ufuncs' reductions, called directly: ``a.sum()``/``a.any()``/``a.all()`` add a Python layer
+# (numpy's ``_methods``) that shows in a profile of the per-step path.
+_sum, _any, _all = np.add.reduce, np.logical_or.reduce, np.logical_and.reduce
 
 
 class BatchedGASIL:
@@ -108,7 +111,7 @@ class BatchedGASIL:
             raise ValueError(f"{self.who}: actions have shape {actions.shape}, expected "
                              f"{(self.num_envs,) + self._act_shape}")
         acts = actions if stepped is None else actions[stepped]
-        if not math.isfinite(acts.sum()):  # one cheap sum, finite whenever every entry is
+        if not math.isfinite(_sum(acts, axis=None)):  # one cheap sum, finite whenever every entry is
             idx = self._every if stepped is None else np.flatnonzero(stepped)
             bad = idx[~np.isfinite(acts).all(axis=tuple(range(1, acts.ndim)))]
             if len(bad):
@@ -127,10 +130,10 @@ class BatchedGASIL:
 
     def _check_step(self, rewards: np.ndarray, idx: np.ndarray, every: bool) -> None:
         """Refuse a step of sub-envs ``idx`` (``every``: all of them) before anything of it is recorded."""
-        if not (self._running.all() if every else self._running[idx].all()):
+        if not _all(self._running if every else self._running[idx]):
             raise needs_reset(f"{self.who} (sub-env {idx[~self._running[idx]][0]})")
         rews = rewards if every else rewards[idx]
-        if not math.isfinite(rews.sum()):
+        if not math.isfinite(_sum(rews)):
             bad = idx[~np.isfinite(rews)]
             if len(bad):
                 for j in bad:  # their episodes are spoiled: nothing more of them is recorded
@@ -153,32 +156,31 @@ class BatchedGASIL:
         if actions is not None:
             self.act(actions, stepped)
         ahead, self._ahead = self._ahead, None
-        rewards = np.array(rewards, dtype=np.float64)  # a copy: the rewards returned are never the input
-        every = stepped is None or bool(np.all(stepped))
+        every = stepped is None or bool(_all(stepped))
+        given = rewards
+        rewards = np.asarray(rewards, dtype=np.float64) if every else np.array(rewards, dtype=np.float64)
         idx = self._every if every else np.flatnonzero(stepped)
         self._check_step(rewards, idx, every)
         self._tape.append(x, rewards)  # every sub-env's row; those that did not step are never read
         ends = np.logical_or(terminations, truncations)
-        ended = np.flatnonzero(ends if every else ends[idx]) if ends.any() else ()  # positions in idx
-        if self.config.gasil:
-            rows = x if every else x[idx]  # (s, a) of every sub-env that stepped, in sub-env order
-            scores = None
-            if ahead is not None and every and ahead[:2] == (state.rounds, state.policy_steps):
-                scores = ahead[2]
-            terminations = np.asarray(terminations, dtype=bool)
-            shaped, diag = self._record_and_shape(idx, rows, ended, rewards if every else rewards[idx],
-                                                  terminations if every else terminations[idx], scores)
-            if every:
-                rewards_out = shaped
-            else:
-                rewards_out = rewards
-                rewards_out[idx] = shaped
-                for name, value in diag.items():
-                    diag[name] = np.zeros(n)
-                    diag[name][idx] = value
-        else:  # top_k only: episodes are recorded, samples (which only train D) are not
+        ended = np.flatnonzero(ends if every else ends[idx]) if _any(ends) else ()  # positions in idx
+        if not self.config.gasil:  # top_k only: episodes are recorded, samples (which only train D) are not
             self._add_episodes(idx, ended)
             rewards_out, diag = rewards, None
+        elif every:  # (s, a) of every sub-env, in sub-env order
+            fresh = ahead is not None and ahead[:2] == (state.rounds, state.policy_steps)  # no round since
+            scores = ahead[2] if fresh else None
+            rewards_out, diag = self._record_and_shape(idx, x, ended, rewards, terminations, scores)
+        else:
+            shaped, diag = self._record_and_shape(idx, x[idx], ended, rewards[idx],
+                                                  np.asarray(terminations)[idx], None)
+            rewards_out = rewards  # a copy of the input
+            rewards_out[idx] = shaped
+            for name, value in diag.items():
+                diag[name] = np.zeros(n)
+                diag[name][idx] = value
+        if rewards_out is given:  # the rewards returned are never the input array
+            rewards_out = rewards_out.copy()
         for k in ended:
             self._running[idx[k]] = False
             self._tape.end(idx[k])
@@ -202,7 +204,7 @@ class BatchedGASIL:
             state.record_samples(rows)
             ready = scores is not None
             d_reward = scores if ready else np.zeros(m)
-            alpha = self._alphas(p0, m) if ready else np.zeros(m)
+            alpha = state.alphas(p0, m) if ready else np.zeros(m)
         else:
             ended = np.asarray(ended, dtype=np.int64)
             d_reward, alpha, ready = np.zeros(m), np.zeros(m), np.zeros(m, dtype=bool)
@@ -214,17 +216,13 @@ class BatchedGASIL:
                 self._add_episodes(idx, ended[(ended >= pos) & (ended < end)])
                 if scores is not None:
                     d_reward[pos:end], ready[pos:end] = scores[pos - first: end - first], True
-                    alpha[pos:end] = self._alphas(state.policy_steps, end - pos)
+                    alpha[pos:end] = state.alphas(state.policy_steps, end - pos)
                 took_effect = state.record_samples(rows[pos:end])
                 pos = end
                 if took_effect and pos < m:  # new weights after sub-env idx[pos - 1]: score the rest
                     first, scores = pos, state.discriminator.reward(rows[pos:])
         shaped = state.shape(env_rewards, d_reward, alpha, ready)
         return shaped, {"discriminator_reward": d_reward, "alpha": alpha, "shaped_reward": shaped.copy()}
-
-    def _alphas(self, step: int, m: int) -> np.ndarray:
-        """α(t) of the ``m`` samples from policy step ``step`` on (the owner's schedule)."""
-        return np.array([self.state.alpha_at(t) for t in range(step, step + m)])
 
 
 class GASILVectorReward(_VectorWrapper if _AVAILABLE else object):

@@ -1,4 +1,5 @@
 import math
+import pickle
 
 import numpy as np
 import torch
@@ -6,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gasil_wrappers import Discriminator, GASILConfig, GASILState
-from gasil_wrappers.discriminator import softplus
+from gasil_wrappers.discriminator import DiscriminatorForward, softplus
 
 
 def known_discriminator(final_bias=0.3):
@@ -37,6 +38,35 @@ def test_numpy_forward_matches_torch_forward():
     x = np.random.default_rng(2).normal(size=(32, 5))
     torch_logits = d.net(torch.as_tensor(d.normalize(x), dtype=torch.float32)).squeeze(-1).detach().numpy()
     np.testing.assert_allclose(d.logits(x), torch_logits, atol=1e-5)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 70), st.floats(0.1, 30.0), st.integers(0, 2**31 - 1))
+def test_batched_forward_matches_one_row_forward(m, spread, seed):
+    """The batched path (feature-major work arrays, cached up to 64 rows) gives each row's one-row value,
+    also where the input clip binds (``spread`` reaches far past ±input_clip std)."""
+    rng = np.random.default_rng(seed)
+    d = Discriminator(5, (16, 8), rng=rng)
+    d.normalizer.update(rng.normal(1.0, 2.0, (100, 5)))
+    d.refresh_snapshot()
+    x = rng.normal(0.0, spread, (m, 5))
+    for _ in range(2):  # the second call reuses the cached work arrays
+        np.testing.assert_allclose(d.reward(x), [d.reward(row) for row in x], rtol=1e-12, atol=1e-12)
+
+
+def test_forward_keeps_working_after_pickling_and_later_updates():
+    """Unpickling copies numpy views apart: the forward rebuilds its work arrays and views, so a copy
+    still follows its own snapshot when that is updated in place (as a D round's refresh does)."""
+    d = Discriminator(2, (4,), rng=np.random.default_rng(0))
+    x = np.array([[0.7, -0.2], [0.1, 0.3]])
+    copied = pickle.loads(pickle.dumps(d.forward))
+    np.testing.assert_array_equal(copied.reward(x), d.forward.reward(x))
+    other = Discriminator(2, (4,), rng=np.random.default_rng(5))
+    flat = np.empty(DiscriminatorForward.size(2, (4,)))
+    other.forward.dump(flat)
+    copied.load(flat)  # in place, into the copy's arrays
+    np.testing.assert_array_equal(copied.reward(x), other.forward.reward(x))
+    np.testing.assert_allclose([copied.reward(row) for row in x], other.forward.reward(x), rtol=1e-12)
 
 
 @settings(max_examples=300, deadline=None)

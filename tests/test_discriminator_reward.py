@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gasil_wrappers import DiscriminatorRewardWrapper, GASILConfig, GASILState, TopKEpisodeRecorder
 from tests.conftest import ScriptedEnv
@@ -79,6 +81,14 @@ def test_alpha_schedule_follows_policy_steps():
     # policy steps before each step: 10..19, all past alpha_end
     assert alphas == [1.0] * 10
     assert [state.alpha_at(t) for t in range(0, 10)] == [0, 0, 0, 0, 0, 0.25, 0.5, 0.75, 1.0, 1.0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 50), st.integers(0, 50), st.integers(0, 120), st.integers(1, 70))
+def test_alphas_are_alpha_at_of_each_step(start, ramp, step, m):
+    """The batched wrappers' α(t) for m steps at once is the schedule's value at each of them."""
+    state = GASILState(GASILConfig(gasil=True, alpha=0.7, alpha_start=start, alpha_end=start + ramp))
+    assert state.alphas(step, m).tolist() == [state.alpha_at(t) for t in range(step, step + m)]
 
 
 def test_constant_alpha_without_schedule():
