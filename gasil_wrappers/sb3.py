@@ -43,11 +43,9 @@ from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecEnvWrappe
 
 from gasil_wrappers.config import INFO_KEY, GASILConfig
 from gasil_wrappers.state import GASILState
-from gasil_wrappers.vector import BatchedGASIL
+from gasil_wrappers.vector import BatchedGASIL, _any  # _any: a.any() without numpy's Python layer
 
 __all__ = ["GASILVecEnvWrapper", "make_sb3_vec_env"]
-
-_any = np.logical_or.reduce  # ``a.any()`` without numpy's Python layer (the per-step path)
 
 
 def _innermost(venv: VecEnv) -> VecEnv:
