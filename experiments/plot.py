@@ -51,7 +51,7 @@ from experiments.results import load_results  # noqa: E402
 
 __all__ = [
     "Args", "Curve", "Panel", "FIGURES", "smooth_episodes", "seed_curves", "bootstrap_band",
-    "aggregate", "final_returns", "figure_panels", "draw", "main",
+    "aggregate", "final_returns", "figure_panels", "draw", "draw_panels", "main",
 ]
 
 FigureName = Literal["fig1", "fig4", "fig5", "fig6", "fig7"]
@@ -265,8 +265,16 @@ def draw(df: pd.DataFrame, figure: str, out: str | Path, *, tasks: Sequence[str]
     Returns (curves, finals), the frames written to ``<out>.csv`` and ``<out>_final.csv``. Curves with
     no results are left out (and said so on stderr); raises ValueError when the figure has no data.
     """
-    out = Path(out)
     title, panels = figure_panels(figure, df, tasks, agents, settings)
+    return draw_panels(df, figure, title, panels, out, window=window, grid_points=grid_points, n_boot=n_boot,
+                       ci=ci, last_n=last_n, seed=seed)
+
+
+def draw_panels(df: pd.DataFrame, figure: str, title: str, panels: Sequence[Panel], out: str | Path, *,
+                window: int = 10, grid_points: int = 100, n_boot: int = 1000, ci: float = 0.95,
+                last_n: int = 20, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Draw `panels` (any figure, e.g. the held-out one of experiments.screen) as :func:`draw` does."""
+    out = Path(out)
     curves, finals, missing = [], [], []
     for panel in panels:
         for curve in panel.curves:

@@ -52,7 +52,8 @@ from experiments.results import last_n_mean  # noqa: E402
 from experiments.runner import run_all, write_manifest  # noqa: E402
 from experiments.sweep import SEARCH_SPACE, ParamName, trial_setting  # noqa: E402
 
-__all__ = ["Args", "sample_trials", "plan_stage1", "plan_stage2", "choose", "main"]
+__all__ = ["Args", "sample_trials", "plan_stage1", "plan_stage2", "choose", "plan_heldout", "heldout_table",
+           "heldout_ratios", "heldout_panels", "ratio_interval", "main"]
 
 
 @dataclass
@@ -192,7 +193,7 @@ def plan_heldout(args: Args, choice: dict) -> list[Run]:
                            total_timesteps=args.heldout_timesteps, results_dir=args.heldout_dir,
                            checkpoint_every=args.checkpoint_every)
 
-    undelayed_single = "+".join(p for p in choice["single"].split("+") if p != args.base_setting) or "plain"
+    undelayed_single = _undelayed(args, choice["single"])
     plan = []
     for task in args.tasks:
         plan += runs("ppo", task, choice["ppo"][task], seeds)
@@ -205,11 +206,15 @@ def plan_heldout(args: Args, choice: dict) -> list[Run]:
     return plan
 
 
-def heldout_table(args: Args, plan: Sequence[Run]) -> pd.DataFrame:
+def _undelayed(args: Args, setting: str) -> str:
+    """`setting` without the delay of the base setting (``plain`` when nothing is left)."""
+    return "+".join(p for p in setting.split("+") if p != args.base_setting) or "plain"
+
+
+def heldout_table(args: Args, finals: pd.DataFrame) -> pd.DataFrame:
     """Per agent, task and setting: n, mean, 95% bootstrap interval, per-seed values of the finished runs."""
     from experiments.plot import bootstrap_band
 
-    finals = _objective(args, plan)
     rows = []
     for (agent, task, setting), group in finals.groupby(["agent", "task", "setting"], sort=False):
         group = group.sort_values("seed")
@@ -219,6 +224,98 @@ def heldout_table(args: Args, plan: Sequence[Run]) -> pd.DataFrame:
                      "mean": float(mean[0]), "lo": float(lo[0]), "hi": float(hi[0]),
                      "per_seed": " ".join(f"{s}:{v:.1f}" for s, v in zip(group.seed, values))})
     return pd.DataFrame(rows)
+
+
+def ratio_interval(num: np.ndarray, den: np.ndarray, *, n_boot: int = 10_000, ci: float = 0.95,
+                   seed: int = 0) -> tuple[float, float, float]:
+    """mean(num) ÷ mean(den) and its percentile bootstrap interval (each group's seeds resampled apart).
+
+    NaN when either group is empty or the mean of `den` is not positive (a ratio to a return that can be
+    negative means nothing); resamples whose `den` mean is not positive are left out of the interval.
+    """
+    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    if num.size == 0 or den.size == 0 or den.mean() <= 0:
+        return (float("nan"),) * 3
+    rng = np.random.default_rng(seed)
+    boot_num = num[rng.integers(0, num.size, size=(n_boot, num.size))].mean(axis=1)
+    boot_den = den[rng.integers(0, den.size, size=(n_boot, den.size))].mean(axis=1)
+    boot = boot_num[boot_den > 0] / boot_den[boot_den > 0]
+    tail = 100 * (1 - ci) / 2
+    lo, hi = np.percentile(boot, [tail, 100 - tail])
+    return float(num.mean() / den.mean()), float(lo), float(hi)
+
+
+def heldout_ratios(args: Args, finals: pd.DataFrame, choice: dict) -> pd.DataFrame:
+    """Per delayed task, from the per-run objectives (`finals`) of the held-out runs:
+
+    - ``ratio`` (``ratio_lo``, ``ratio_hi``: 95% bootstrap interval): PPO+GASIL with the single setting
+      ÷ PPO with its learning rate, issue 11's bar;
+    - ``ratio_task``: the same with the task's own setting;
+    - ``repaired``: PPO+GASIL (single) on the delayed task ÷ PPO on the undelayed one, how much of the
+      delay's cost GASIL repairs (the stretch goal is ≥ 0.9);
+    - ``ratio_undelayed``: PPO+GASIL (single, without the delay) ÷ PPO on the undelayed task, the check
+      before the setting may become a default.
+
+    The last row holds the geometric means over tasks of ``ratio`` and ``ratio_task`` (NaN unless every
+    task's ratio is positive).
+    """
+    def values(agent: str, task: str, setting: str) -> np.ndarray:
+        chosen = (finals.agent == agent) & (finals.task == task) & (finals.setting == setting)
+        return finals.loc[chosen].sort_values("seed")["objective"].to_numpy(dtype=float)
+
+    def mean(v: np.ndarray) -> float:
+        return float(v.mean()) if v.size else float("nan")
+
+    rows = []
+    for task in args.tasks:
+        single = choice["single"]
+        own = choice.get("per_task", {}).get(task, single)
+        ppo, gasil = values("ppo", task, choice["ppo"][task]), values("ppo_gasil", task, single)
+        gasil_own = values("ppo_gasil", task, own)
+        ppo_plain = values("ppo", task, "plain")
+        gasil_plain = values("ppo_gasil", task, _undelayed(args, single))
+        ratio, lo, hi = ratio_interval(gasil, ppo)
+        rows.append({"task": task, "ppo": mean(ppo), "ppo_gasil": mean(gasil), "ratio": ratio,
+                     "ratio_lo": lo, "ratio_hi": hi, "n_ppo": ppo.size, "n_gasil": gasil.size,
+                     "ppo_gasil_task": mean(gasil_own), "ratio_task": ratio_interval(gasil_own, ppo)[0],
+                     "ppo_undelayed": mean(ppo_plain), "repaired": ratio_interval(gasil, ppo_plain)[0],
+                     "ppo_gasil_undelayed": mean(gasil_plain),
+                     "ratio_undelayed": ratio_interval(gasil_plain, ppo_plain)[0]})
+    ratios = pd.DataFrame(rows)
+
+    def geomean(column: str) -> float:
+        r = ratios[column]
+        return float(np.exp(np.log(r).mean())) if (r > 0).all() else float("nan")
+
+    last = {"task": "geometric mean", "ratio": geomean("ratio"), "ratio_task": geomean("ratio_task")}
+    return pd.concat([ratios, pd.DataFrame([last])], ignore_index=True)
+
+
+def heldout_panels(args: Args, choice: dict) -> tuple[str, list]:
+    """The held-out figure's title and panels: on each delayed task Figure 6's four agents (PPO+GASIL with
+    the single setting, and with the task's own where it differs) and undelayed PPO in grey for
+    reference; below, PPO vs PPO+GASIL on the undelayed tasks (the check before a default changes)."""
+    from experiments.grid import AGENT_LABELS
+    from experiments.plot import AGENT_COLORS, Curve, Panel
+
+    def curve(agent: str, setting: str, label: str | None = None, color: str | None = None) -> Curve:
+        return Curve(label or AGENT_LABELS[agent], agent, (setting,), color or AGENT_COLORS[agent])
+
+    single, gasil = choice["single"], AGENT_LABELS["ppo_gasil"]
+    delayed, undelayed = [], []
+    for task in args.tasks:
+        own = choice.get("per_task", {}).get(task, single)
+        curves = [curve("ppo_gasil", single, f"{gasil} (single setting)")]
+        if own != single:
+            curves.append(curve("ppo_gasil", own, f"{gasil} (task's setting)", "tab:purple"))
+        curves += [curve("ppo", choice["ppo"][task]), curve("ppo_sil", args.base_setting),
+                   curve("ppo_bc", args.base_setting), curve("ppo", "plain", "PPO, undelayed", "tab:gray")]
+        delayed.append(Panel(f"{task}, {args.base_setting}", task, tuple(curves)))
+        undelayed.append(Panel(f"{task}, undelayed", task, (
+            curve("ppo_gasil", _undelayed(args, single), f"{gasil} (single setting)"),
+            curve("ppo", "plain"))))
+    seeds = f"held-out seeds {args.heldout_seeds[0]}–{args.heldout_seeds[-1]}"
+    return f"Figure 6 with the settings frozen by the screening ({seeds})", delayed + undelayed
 
 
 def _heldout(args: Args) -> int:
@@ -235,30 +332,25 @@ def _heldout(args: Args) -> int:
         return 0
     if not args.report_only:
         _execute(Path(args.heldout_dir), plan, args.jobs)
-    table = heldout_table(args, plan)
-    table.to_csv(Path(args.heldout_dir) / "heldout.csv", index=False)
+    out = Path(args.heldout_dir)
+    finals = _objective(args, plan)
+    table = heldout_table(args, finals)
+    table.to_csv(out / "heldout.csv", index=False)
     print(table.to_string(index=False))
-    ratios = heldout_ratios(args, table, choice)
-    ratios.to_csv(Path(args.heldout_dir) / "heldout_ratios.csv", index=False)
+    ratios = heldout_ratios(args, finals, choice)
+    ratios.to_csv(out / "heldout_ratios.csv", index=False)
+    if len(finals):  # the figure, its curves and final returns (experiments.plot's formats): fig6*.png/csv
+        from experiments.plot import draw_panels
+        from experiments.results import load_results
+
+        title, panels = heldout_panels(args, choice)
+        draw_panels(load_results(out), "heldout", title, panels, out / "fig6.png", n_boot=10_000,
+                    last_n=args.last_n)
     meta = {"commit": os.environ.get("GASIL_COMMIT", ""), "choice": str(choice_path),
             "screening_commit": choice.get("commit", ""), "seeds": list(args.heldout_seeds)}
     (Path(args.heldout_dir) / "heldout.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(ratios.to_string(index=False))
     return 0
-
-
-def heldout_ratios(args: Args, table: pd.DataFrame, choice: dict) -> pd.DataFrame:
-    """PPO+GASIL (single setting) ÷ PPO per delayed task, and their geometric mean (last row)."""
-    means = {(r.agent, r.task, r.setting): r.mean for r in table.itertuples()}
-    rows = []
-    for task in args.tasks:
-        ppo = means.get(("ppo", task, choice["ppo"][task]))
-        gasil = means.get(("ppo_gasil", task, choice["single"]))
-        ratio = gasil / ppo if ppo and gasil is not None and ppo > 0 else float("nan")
-        rows.append({"task": task, "ppo": ppo, "ppo_gasil": gasil, "ratio": ratio})
-    ratios = pd.DataFrame(rows)
-    geo = float(np.exp(np.log(ratios["ratio"]).mean())) if (ratios["ratio"] > 0).all() else float("nan")
-    return pd.concat([ratios, pd.DataFrame([{"task": "geometric mean", "ratio": geo}])], ignore_index=True)
 
 
 def _execute(out: Path, plan: Sequence[Run], jobs: int) -> bool:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from experiments.screen import Args, choose, main, plan_heldout, plan_stage1, plan_stage2, sample_trials
 from experiments.sweep import SEARCH_SPACE
@@ -83,10 +89,81 @@ def test_heldout_refuses_to_start_before_the_choice_is_frozen(tmp_path):
 def test_heldout_ratios_by_hand():
     from experiments.screen import heldout_ratios
 
-    choice = {"single": "S", "ppo": {t: "P" for t in TASKS}}
-    table = pd.DataFrame([{"agent": a, "task": t, "setting": s, "mean": v}
-                          for t, (p, g) in zip(TASKS, ((1000, 2000), (500, 2000), (2000, 1000)))
-                          for a, s, v in (("ppo", "P", p), ("ppo_gasil", "S", g))])
-    ratios = heldout_ratios(Args(), table, choice)
-    assert ratios["ratio"].tolist()[:3] == [2.0, 4.0, 0.5]
-    assert ratios["ratio"].iloc[3] == pytest.approx(4.0 ** (1 / 3))
+    choice = {"single": "delayed20+S", "per_task": {"Hopper-v5": "delayed20+T"},
+              "ppo": {t: "P" for t in TASKS}}
+    runs = {("ppo", t, "P"): p for t, p in zip(TASKS, ((900, 1100), (500, 500), (2000, 2000)))}
+    gasil = ((2000, 2000), (1000, 3000), (1000,))
+    runs.update({("ppo_gasil", t, "delayed20+S"): g for t, g in zip(TASKS, gasil)})
+    runs.update({("ppo_gasil", "Hopper-v5", "delayed20+T"): (3000, 3000),
+                 ("ppo", "Hopper-v5", "plain"): (4000,), ("ppo_gasil", "Hopper-v5", "S"): (2000,)})
+    finals = frame({(a, t, s, 101 + i): v for (a, t, s), vs in runs.items() for i, v in enumerate(vs)})
+    ratios = heldout_ratios(Args(), finals, choice).set_index("task")
+    assert ratios["ratio"].tolist() == [2.0, 4.0, 0.5, pytest.approx(4.0 ** (1 / 3))]
+    assert ratios.loc["Hopper-v5", "ratio_task"] == 3.0  # Hopper's own setting
+    assert ratios.loc["Walker2d-v5", "ratio_task"] == 4.0  # no own setting: the single one
+    assert ratios.loc["geometric mean", "ratio_task"] == pytest.approx(6.0 ** (1 / 3))
+    assert ratios.loc["Hopper-v5", "repaired"] == 0.5 and ratios.loc["Hopper-v5", "ratio_undelayed"] == 0.5
+    assert ratios.loc["Hopper-v5", ["n_ppo", "n_gasil"]].tolist() == [2, 2]
+    # Walker2d: PPO's seeds are equal, GASIL's are 1000 and 3000: resamples give 2, 4 or 6 (1/4, 1/2, 1/4)
+    assert ratios.loc["Walker2d-v5", ["ratio_lo", "ratio_hi"]].tolist() == [2.0, 6.0]
+    assert ratios.loc["HalfCheetah-v5", ["ratio_lo", "ratio_hi"]].tolist() == [0.5, 0.5]
+    assert pd.isna(ratios.loc["Walker2d-v5", "repaired"])  # no undelayed PPO run
+
+
+@pytest.mark.parametrize(("num", "den"),
+                         [((), (1.0,)), ((1.0,), ()), ((1.0,), (-5.0, 2.0)), ((1.0,), (0.0,))])
+def test_ratio_interval_is_nan_without_a_positive_denominator(num, den):
+    from experiments.screen import ratio_interval
+
+    assert all(np.isnan(ratio_interval(np.array(num), np.array(den))))
+
+
+@given(st.lists(st.floats(-1e4, 1e4), min_size=1, max_size=12),
+       st.lists(st.floats(1.0, 1e4), min_size=1, max_size=12))
+@settings(max_examples=50, deadline=None)
+def test_ratio_interval_brackets_the_ratio_of_the_means(num, den):
+    from experiments.screen import ratio_interval
+
+    ratio, lo, hi = ratio_interval(np.array(num), np.array(den), n_boot=2000)
+    assert ratio == pytest.approx(np.mean(num) / np.mean(den))
+    corners = [n / d for n in (min(num), max(num)) for d in (min(den), max(den))]  # a resample's bounds
+    assert min(corners) - 1e-9 <= lo <= hi <= max(corners) + 1e-9
+
+
+def test_heldout_report_writes_the_tables_and_the_figure(tmp_path):
+    """--heldout --report-only on finished runs (fabricated CSVs): heldout.csv, the ratios, fig6*.png/csv."""
+    choice = {"single": "delayed20+alpha1", "per_task": {"Hopper-v5": "delayed20+alpha0.2"},
+              "ppo": {t: "delayed20+lr0.0003" for t in TASKS}}
+    (tmp_path / "screen.json").write_text(json.dumps(choice))
+    heldout = tmp_path / "heldout"
+    args = Args(results_dir=str(tmp_path), heldout_dir=str(heldout))
+    plan = plan_heldout(args, choice)
+    level = {"ppo": 1000.0, "ppo_gasil": 2000.0, "ppo_sil": 1500.0, "ppo_bc": 500.0}
+    for run in plan:
+        if run.seed in (101, 102):
+            Path(run.csv_path).parent.mkdir(parents=True, exist_ok=True)
+            value = level[run.agent] + run.seed - 101 + (100.0 if "alpha0.2" in run.setting else 0.0)
+            pd.DataFrame({"run": run.name, "step": np.arange(1, 31) * 1000,
+                          "true_return": np.full(30, value)}).to_csv(run.csv_path, index=False)
+    assert main(["--heldout", "--report-only", "--results-dir", str(tmp_path),
+                 "--heldout-dir", str(heldout)]) == 0
+    table = pd.read_csv(heldout / "heldout.csv")
+    row = table[(table.agent == "ppo_gasil") & (table.task == "Hopper-v5")
+                & (table.setting == choice["single"])]
+    assert row[["n_seeds", "mean"]].values.tolist() == [[2, 2000.5]]
+    assert row.per_seed.item() == "101:2000.0 102:2001.0"
+    ratios = pd.read_csv(heldout / "heldout_ratios.csv").set_index("task")
+    assert ratios.loc["Walker2d-v5", "ratio"] == pytest.approx(2000.5 / 1000.5)
+    assert ratios.loc["Hopper-v5", "ratio_task"] == pytest.approx(2100.5 / 1000.5)
+    assert ratios.loc["Hopper-v5", "ratio_undelayed"] == pytest.approx(2000.5 / 1000.5)
+    assert (heldout / "fig6.png").stat().st_size > 0 and (heldout / "fig6.csv").exists()
+    finals = pd.read_csv(heldout / "fig6_final.csv")
+    hopper = finals[finals.panel == "Hopper-v5, delayed20"].set_index("curve")
+    assert list(hopper.index) == ["PPO+GASIL (single setting)", "PPO+GASIL (task's setting)", "PPO",
+                                  "PPO+SIL", "PPO+BC", "PPO, undelayed"]
+    assert hopper.loc["PPO+GASIL (task's setting)", "final_mean"] == 2100.5
+    assert hopper.loc["PPO", "setting"] == "delayed20+lr0.0003"
+    assert hopper.loc["PPO+SIL", "final_mean"] == 1500.5
+    walker = finals[finals.panel == "Walker2d-v5, undelayed"].set_index("curve")
+    assert walker.loc["PPO+GASIL (single setting)", "setting"] == "alpha1"
+    assert set(finals.figure) == {"heldout"} and set(finals.n_seeds) == {2}
