@@ -185,24 +185,31 @@ def choose(args: Args, results: pd.DataFrame, candidates: Sequence[str]) -> dict
 
 
 def plan_heldout(args: Args, choice: dict) -> list[Run]:
-    """The held-out runs of the frozen choice (nothing here reads a held-out result)."""
+    """The held-out runs of the frozen choice (nothing here reads a held-out result).
+
+    Seed by seed: first the main comparison (PPO and PPO+GASIL on every delayed task, seeds 101–110),
+    then the other agents and the undelayed check (101–105). A campaign cut anywhere (it spans many
+    sessions on a small machine) so has the same seeds for every agent and task of the comparison.
+    """
     seeds, half = list(args.heldout_seeds), list(args.heldout_seeds[: max(1, len(args.heldout_seeds) // 2)])
 
-    def runs(agent, task, setting, run_seeds):
-        return expand_grid(agents=[agent], tasks=[task], settings=[setting], seeds=run_seeds,
+    def run(agent, task, setting, seed):
+        return expand_grid(agents=[agent], tasks=[task], settings=[setting], seeds=[seed],
                            total_timesteps=args.heldout_timesteps, results_dir=args.heldout_dir,
                            checkpoint_every=args.checkpoint_every)
 
-    undelayed_single = _undelayed(args, choice["single"])
+    single, undelayed_single = choice["single"], _undelayed(args, choice["single"])
     plan = []
-    for task in args.tasks:
-        plan += runs("ppo", task, choice["ppo"][task], seeds)
-        plan += runs("ppo_gasil", task, choice["single"], seeds)
-        if choice["per_task"].get(task, choice["single"]) != choice["single"]:
-            plan += runs("ppo_gasil", task, choice["per_task"][task], seeds)
-    for task in args.tasks:
-        plan += runs("ppo_sil", task, args.base_setting, half) + runs("ppo_bc", task, args.base_setting, half)
-        plan += runs("ppo", task, "plain", half) + runs("ppo_gasil", task, undelayed_single, half)
+    for seed in seeds:
+        for task in args.tasks:
+            plan += run("ppo", task, choice["ppo"][task], seed) + run("ppo_gasil", task, single, seed)
+            if choice["per_task"].get(task, single) != single:
+                plan += run("ppo_gasil", task, choice["per_task"][task], seed)
+    for seed in half:
+        for task in args.tasks:
+            plan += run("ppo_sil", task, args.base_setting, seed)
+            plan += run("ppo_bc", task, args.base_setting, seed)
+            plan += run("ppo", task, "plain", seed) + run("ppo_gasil", task, undelayed_single, seed)
     return plan
 
 

@@ -79,6 +79,13 @@ def test_heldout_uses_only_the_frozen_choice_and_fresh_seeds(tmp_path):
     assert count[("ppo_gasil", "lr0.0001+alpha0.2+envrewardnormalized")] == 15  # undelayed check, 101-105
     assert count[("ppo", "plain")] == count[("ppo_sil", "delayed20")] == count[("ppo_bc", "delayed20")] == 15
     assert all(r.total_timesteps == 1_000_000 for r in plan)
+    # seed by seed, the main comparison first: its 7 runs of seed 101 (Hopper has its own setting) lead
+    assert [r.seed for r in plan[:8]] == [101] * 7 + [102]
+    assert {(r.agent, r.task) for r in plan[:7]} == {(a, t) for a in ("ppo", "ppo_gasil") for t in TASKS}
+    main_runs = 10 * 7
+    assert [r.seed for r in plan[:main_runs]] == sorted(r.seed for r in plan[:main_runs])
+    assert {r.agent for r in plan[main_runs:]} == {"ppo", "ppo_sil", "ppo_bc", "ppo_gasil"}
+    assert all(r.setting in ("plain", "delayed20") or "delayed" not in r.setting for r in plan[main_runs:])
 
 
 def test_heldout_refuses_to_start_before_the_choice_is_frozen(tmp_path):
