@@ -29,13 +29,19 @@ import pandas as pd
 
 __all__ = [
     "COLUMNS", "run_name", "csv_path_for", "last_step", "load_results", "read_returns_csv",
-    "last_n_mean", "MANIFEST",
+    "last_n_mean", "MANIFEST", "DIAGNOSTIC_TAGS", "read_scalars", "run_diagnostics",
 ]
 
 #: Columns of the tidy frame returned by :func:`load_results`.
 COLUMNS = ["agent", "task", "setting", "seed", "step", "true_return"]
 #: File name of the runner's manifest inside a results directory.
 MANIFEST = "manifest.csv"
+#: The tensorboard scalars :func:`run_diagnostics` summarises: is GASIL doing anything (the GASIL term's
+#: share of the shaped reward, whether D tells the policy from the buffer, how good the buffer is), and
+#: is the policy still exploring and moving (entropy, KL, explained variance of the value function).
+DIAGNOSTIC_TAGS = ("gasil/term_share", "gasil/d_loss", "gasil/d_acc_policy", "gasil/d_acc_buffer",
+                   "gasil/buffer_mean_return", "losses/entropy", "losses/approx_kl",
+                   "losses/explained_variance")
 
 _SEED_FILE = re.compile(r"^seed(-?\d+)\.csv$")
 
@@ -136,3 +142,47 @@ def load_results(results_dir: str | os.PathLike, *, include_partial: bool = Fals
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
                              zip(COLUMNS, [str, str, str, np.int64, np.int64, float])})
     return pd.concat(frames, ignore_index=True)[COLUMNS]
+
+
+def read_scalars(log_dir: str | os.PathLike) -> pd.DataFrame:
+    """The tensorboard scalars of one run's log directory: tag, step, value, sorted by tag and step.
+
+    A resumed run (the scripts reopen their writer with ``purge_step`` at the checkpoint's step) keeps
+    only what its last process wrote after that step: tensorboard's own purge of orphaned events.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    rows = [(tag, e.step, e.value) for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)]
+    return (pd.DataFrame(rows, columns=["tag", "step", "value"])
+            .sort_values(["tag", "step"], kind="stable").reset_index(drop=True))
+
+
+def run_diagnostics(results_dir: str | os.PathLike, *, tags: tuple[str, ...] = DIAGNOSTIC_TAGS,
+                    fraction: float = 0.25, last_n: int = 20) -> pd.DataFrame:
+    """One row per finished run under `results_dir`: agent, task, setting, seed, ``final_return`` (mean
+    true return of its last `last_n` episodes) and, per tag, the mean of its values over the last
+    `fraction` of the run's steps (NaN when the run has no such log, e.g. a PPO run has no ``gasil/*``).
+
+    The logs are the scripts' tensorboard files under ``<results_dir>/runs/<run>`` (git-ignored: a results
+    directory copied without them gives NaN columns). The tag columns are named after the tag's last part.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    root, rows = Path(results_dir), []
+    keys = ["agent", "task", "setting", "seed"]
+    for agent, task, setting, seed in load_results(root)[keys].drop_duplicates().sort_values(keys).itertuples(
+            index=False):
+        row = {"agent": agent, "task": task, "setting": setting, "seed": seed,
+               "final_return": last_n_mean(csv_path_for(root, task, setting, agent, seed), last_n)[0]}
+        log_dir = root / "runs" / run_name(task, setting, agent, seed)
+        no_log = pd.DataFrame(columns=["tag", "step", "value"])
+        scalars = read_scalars(log_dir) if log_dir.is_dir() else no_log
+        for tag in tags:
+            values = scalars[scalars["tag"] == tag]
+            late = values[values["step"] >= values["step"].max() * (1 - fraction)] if len(values) else values
+            row[tag.rsplit("/", 1)[-1]] = float(late["value"].mean()) if len(late) else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["agent", "task", "setting", "seed", "final_return",
+                                       *(t.rsplit("/", 1)[-1] for t in tags)])

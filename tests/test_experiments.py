@@ -21,7 +21,7 @@ import pytest
 
 from experiments import grid, plot, runner, sweep
 from experiments.grid import AGENTS, PRESETS, REPO_ROOT, expand_grid, parse_setting, run_state
-from experiments.results import csv_path_for, last_step, load_results
+from experiments.results import DIAGNOSTIC_TAGS, csv_path_for, last_step, load_results, run_diagnostics
 
 FAKE_SCRIPT = r'''
 import argparse, json, os, sys, time
@@ -485,3 +485,42 @@ def test_plot_compare_draws_agents_by_settings_per_task(tmp_path):
     assert list(finals["task"].unique()) == ["Hopper-v5", "Walker2d-v5"] and len(means) == 6
     assert means[("Walker2d-v5", "PPO+GASIL, delayed20+buffergamma1")] == 4.5  # seeds 1 and 2: 4 and 5
     assert means[("Hopper-v5", "PPO, delayed20")] == 1.0
+
+
+def test_diagnostics_take_the_late_values_of_the_surviving_log_of_a_resumed_run(tmp_path, capsys):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from experiments import diagnostics
+    from experiments.results import run_name
+
+    for agent in ("ppo_gasil", "ppo"):
+        path = csv_path_for(tmp_path, "Hopper-v5", "delayed20", agent, 1)
+        path.parent.mkdir(parents=True)
+        returns = np.arange(30.0) if agent == "ppo_gasil" else np.full(30, 7.0)
+        frame = pd.DataFrame({"run": "r", "step": np.arange(30) * 100, "true_return": returns})
+        frame.to_csv(path, index=False)
+    log_dir = tmp_path / "runs" / run_name("Hopper-v5", "delayed20", "ppo_gasil", 1)
+    first = SummaryWriter(str(log_dir))  # logged to step 100, then cut; resumed from its checkpoint at 60
+    for step in range(0, 101, 10):
+        first.add_scalar("gasil/term_share", step / 100, step)
+    first.close()
+    resumed = SummaryWriter(str(log_dir), purge_step=60)
+    for step in range(60, 101, 10):
+        resumed.add_scalar("gasil/term_share", 1.0, step)
+        resumed.add_scalar("losses/entropy", step, step)
+    resumed.close()
+
+    late = run_diagnostics(tmp_path, fraction=0.25, last_n=10).set_index("agent")
+    assert late.loc["ppo_gasil", "final_return"] == np.mean(np.arange(20.0, 30.0))
+    assert late.loc["ppo_gasil", "term_share"] == 1.0  # steps 80-100, the resumed process's values
+    assert late.loc["ppo_gasil", "entropy"] == 90.0
+    assert np.isnan(late.loc["ppo_gasil", "d_loss"])  # never logged
+    assert late.loc["ppo", "final_return"] == 7.0 and late.loc["ppo"].iloc[5:].isna().all()  # no log at all
+    whole = run_diagnostics(tmp_path, fraction=1.0).set_index("agent")
+    assert whole.loc["ppo_gasil", "term_share"] == pytest.approx((0 + .1 + .2 + .3 + .4 + .5 + 5 * 1.0) / 11)
+
+    assert diagnostics.main(["--results-dir", str(tmp_path)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert pd.read_csv(tmp_path / "diagnostics.csv").shape == (2, 5 + len(DIAGNOSTIC_TAGS))
+    with pytest.raises(ValueError, match="fraction"):
+        run_diagnostics(tmp_path, fraction=0.0)
