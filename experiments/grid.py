@@ -22,6 +22,9 @@ to flags of the scripts::
     dlr<X>         --stack.d-lr X
     alpha<X>       --stack.alpha X
     lr<X>          --learning-rate X
+    buffergamma<X> --stack.gamma X               (the buffer's ranking discount, not PPO's)
+    envreward<M>   --stack.env-reward-scale M    (raw | normalized)
+    dreward<F>     --stack.d-reward-form F       (neg_log_d | logit)
 
 Names are canonicalized (``delayed`` -> ``delayed20``, ``noise0.10`` -> ``noise0.1``, components in
 a fixed order), so one configuration always maps to one results directory.
@@ -94,6 +97,8 @@ _COMPONENTS: dict[str, tuple[str, str, type]] = {
     "buffergamma": (r"[0-9.]+(?:e-?\d+)?", "--stack.gamma", float),
     # what alpha weighs -log D against: the raw env reward, or the env reward scaled to unit return std
     "envreward": (r"raw|normalized", "--stack.env-reward-scale", str),
+    # D's term: -log D (the paper's, >= 0: also a bonus for staying alive) or -logit D (0 at chance)
+    "dreward": (r"neg_log_d|logit", "--stack.d-reward-form", str),
 }
 
 

@@ -33,7 +33,7 @@ class GASILConfig:
 
     # --- GASIL on/off ---------------------------------------------------------------------------
     gasil: bool = False
-    """shape the reward with the discriminator: r' = w*r - alpha*log D(s,a)"""
+    """shape the reward with the discriminator: r' = w*r - alpha*log D(s,a) (see `d_reward_form`)"""
     top_k: bool = False
     """record the good-trajectory buffer even without GASIL (PPO+BC reads it); implied by `gasil`"""
 
@@ -54,6 +54,11 @@ class GASILConfig:
     info and the learner are unaffected"""
     env_reward_scale_gamma: float = 0.99
     """discount of the return whose running std scales the env reward (env_reward_scale=normalized)"""
+    d_reward_form: Literal["neg_log_d", "logit"] = "neg_log_d"
+    """the discriminator's term. neg_log_d: -log D(s,a) (the paper's), >= 0 everywhere, so on a task whose
+    episodes end early it also pays for staying alive (log 2 per step where D is at chance). logit:
+    log(1 - D) - log D = -logit D (AIRL's form), 0 where D is at chance, positive where (s,a) looks like
+    the buffer and negative where it looks like the current policy: no bonus for merely surviving"""
 
     # --- good-trajectory buffer -----------------------------------------------------------------
     buffer_steps: int = 1000
@@ -115,6 +120,8 @@ class GASILConfig:
             errors.append(f"d_hidden must be positive sizes, got {self.d_hidden}")
         if self.env_reward_scale not in ("raw", "normalized"):
             errors.append(f"env_reward_scale must be 'raw' or 'normalized', got {self.env_reward_scale!r}")
+        if self.d_reward_form not in ("neg_log_d", "logit"):
+            errors.append(f"d_reward_form must be 'neg_log_d' or 'logit', got {self.d_reward_form!r}")
         if not 0 < self.env_reward_scale_gamma <= 1:
             errors.append(f"env_reward_scale_gamma must be in (0, 1], got {self.env_reward_scale_gamma}")
         if self.d_every is not None and not self.d_every > 0:

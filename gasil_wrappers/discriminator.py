@@ -2,7 +2,8 @@
 
 D(s, a) is the probability that (s, a) came from the *current* policy rather than from the
 good-trajectory buffer (paper, Eq. 8/10). The policy's reward is ``-log D = softplus(-logit)``,
-finite for every finite logit (``-log(1 - sigmoid(x))`` in float32 is inf from x≈17).
+finite for every finite logit (``-log(1 - sigmoid(x))`` in float32 is inf from x≈17), or, with
+``reward_form="logit"``, ``log(1 - D) - log D = -logit`` (zero where D is at chance).
 
 The learner never calls this class: GASILState trains it between env steps. Per-step rewards use a
 float64 numpy snapshot of the weights, refreshed after every training round, so the env's hot path
@@ -24,7 +25,10 @@ try:  # gymnasium >= 1.0
 except ImportError:  # gymnasium 0.29
     from gymnasium.wrappers.normalize import RunningMeanStd
 
-__all__ = ["Discriminator", "DiscriminatorForward", "softplus"]
+__all__ = ["REWARD_FORMS", "Discriminator", "DiscriminatorForward", "softplus"]
+
+#: The forms of D's reward term (``GASILConfig.d_reward_form``): −log D, or −logit D = log(1 − D) − log D.
+REWARD_FORMS = ("neg_log_d", "logit")
 
 
 def softplus(x):
@@ -49,15 +53,26 @@ class DiscriminatorForward:
     ``arrays()`` lists the snapshot's arrays in a fixed order; :meth:`dump` and :meth:`load` move them
     through one flat float64 array (the process-backed owner publishes D that way).
 
+    ``reward_form`` chooses :meth:`reward`: ``"neg_log_d"`` (−log D, the paper's) or ``"logit"``
+    (log(1 − D) − log D = −logit, which is 0 where D is at chance).
+
     Example:
         >>> import numpy as np
         >>> f = DiscriminatorForward(2, (3,), input_clip=5.0)
         >>> f.set(np.zeros(2), np.ones(2), [np.ones((3, 2)), np.ones((1, 3))], [np.zeros(3), np.zeros(1)])
         >>> round(f.logits(np.array([0.5, -0.5])), 6), round(f.reward(np.zeros(2)), 6)
         (0.0, 0.693147)
+        >>> g = DiscriminatorForward(2, (3,), input_clip=5.0, reward_form="logit")
+        >>> g.set(np.zeros(2), np.ones(2), [np.ones((3, 2)), np.ones((1, 3))], [np.zeros(3), np.zeros(1)])
+        >>> g.reward(np.zeros(2)) == 0.0  # D at chance: no reward at all
+        True
     """
 
-    def __init__(self, in_dim: int, hidden: Sequence[int], input_clip: float):
+    def __init__(self, in_dim: int, hidden: Sequence[int], input_clip: float, reward_form: str = "neg_log_d"):
+        if reward_form not in REWARD_FORMS:
+            raise ValueError(f"DiscriminatorForward: reward_form must be one of {REWARD_FORMS}, "
+                             f"got {reward_form!r}")
+        self.reward_form = reward_form
         self.in_dim = int(in_dim)
         self.input_clip = float(input_clip)
         sizes = [self.in_dim, *hidden]
@@ -79,11 +94,11 @@ class DiscriminatorForward:
         self._layers_t = [w.T for w in self.layers]
 
     def __getstate__(self) -> dict:
-        keep = ("in_dim", "input_clip", "low", "high", "layers", "last", "_sizes")
+        keep = ("in_dim", "input_clip", "low", "high", "layers", "last", "_sizes", "reward_form")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"reward_form": "neg_log_d", **state})  # pickled before reward forms existed
         self._make_work()
 
     @staticmethod
@@ -155,8 +170,11 @@ class DiscriminatorForward:
         return self.last @ full[-1]
 
     def reward(self, x: np.ndarray):
-        """-log D(s, a) = softplus(-logit): high where D believes (s, a) came from the good buffer."""
+        """D's reward term for one row (a float) or rows (an array): high where D believes (s, a) came
+        from the good buffer. ``-log D = softplus(-logit)`` (``neg_log_d``), or ``-logit`` (``logit``)."""
         logits = self.logits(x)
+        if self.reward_form == "logit":
+            return -logits
         return _softplus_scalar(-logits) if isinstance(logits, float) else softplus(-logits)
 
 
@@ -187,6 +205,7 @@ class Discriminator:
         lr: float = 1e-4,
         entropy_coef: float = 1e-3,
         input_clip: float = 5.0,
+        reward_form: str = "neg_log_d",
         rng: np.random.Generator,
     ):
         self.in_dim = int(in_dim)
@@ -206,7 +225,7 @@ class Discriminator:
         self.net = nn.Sequential(*layers)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr, fused=True)  # fewer kernel launches
         self.normalizer = RunningMeanStd(shape=(self.in_dim,))
-        self.forward = DiscriminatorForward(self.in_dim, hidden, self.input_clip)
+        self.forward = DiscriminatorForward(self.in_dim, hidden, self.input_clip, reward_form)
         self.refresh_snapshot()
 
     # --- forward ---------------------------------------------------------------------------------
@@ -229,7 +248,7 @@ class Discriminator:
         return self.forward.logits(x)
 
     def reward(self, x: np.ndarray):
-        """-log D(s, a) = softplus(-logit): high where D believes (s, a) came from the good buffer."""
+        """D's reward term (:meth:`DiscriminatorForward.reward`, in the form given at construction)."""
         return self.forward.reward(x)
 
     # --- training --------------------------------------------------------------------------------

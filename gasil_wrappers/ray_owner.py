@@ -60,7 +60,7 @@ import numpy as np
 
 from gasil_wrappers.config import GASILConfig
 from gasil_wrappers.discriminator import DiscriminatorForward
-from gasil_wrappers.reward import shaped_reward
+from gasil_wrappers.reward import shaped_reward, term_sizes
 from gasil_wrappers.state import GASILState, _flat_dim
 from gasil_wrappers.topk import GoodTrajectoryBuffer
 
@@ -414,7 +414,8 @@ class RayGASILOwner:
                 raise ValueError(str(e.cause)) from None
             raise
         if self._snap is None:
-            self._snap = DiscriminatorForward(sum(dims), self.config.d_hidden, self.config.d_input_clip)
+            c = self.config
+            self._snap = DiscriminatorForward(sum(dims), c.d_hidden, c.d_input_clip, c.d_reward_form)
             self._pending = np.empty((self.chunk, sum(dims)))
         self._dims = dims
         self._take(status)
@@ -454,8 +455,9 @@ class RayGASILOwner:
             _, _, steps, shippers = self._seen
             alpha = self.alpha_at(steps + (self._unacked + n) * max(1, shippers))
             w = self.config.env_reward_weight
-            self._terms[0] += abs(w * env_reward)
-            self._terms[1] += alpha * d_reward
+            env_part, term = term_sizes(env_reward, d_reward, alpha, w)
+            self._terms[0] += env_part
+            self._terms[1] += term
             shaped = shaped_reward(env_reward, d_reward, alpha, True, w)
         else:
             d_reward, alpha, shaped = 0.0, 0.0, env_reward

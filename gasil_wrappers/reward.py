@@ -18,7 +18,7 @@ try:  # gymnasium >= 1.0
 except ImportError:  # gymnasium 0.29
     from gymnasium.wrappers.normalize import RunningMeanStd, update_mean_var_count_from_moments
 
-__all__ = ["EnvRewardScale", "shaped_reward"]
+__all__ = ["EnvRewardScale", "shaped_reward", "term_sizes"]
 
 
 def shaped_reward(env_reward, d_reward, alpha, ready, weight: float):
@@ -36,6 +36,23 @@ def shaped_reward(env_reward, d_reward, alpha, ready, weight: float):
     if isinstance(ready, np.ndarray):
         return np.where(ready, weight * env_reward + alpha * d_reward, env_reward)
     return weight * env_reward + alpha * d_reward if ready else env_reward
+
+
+def term_sizes(env_reward, d_reward, alpha, weight: float) -> tuple[float, float]:
+    """The sizes ``(Σ|weight·env_reward|, Σ|alpha·d_reward|)`` of the two parts of shaped rewards, for
+    the GASIL term's share (``diagnostics()["term_share"]``). Scalars, or arrays of one shape (``alpha``
+    a scalar or an array of that shape). Absolute values, since ``d_reward`` has either sign in the
+    ``logit`` form.
+
+    >>> term_sizes(-2.0, 0.5, 0.1, weight=1.0)
+    (2.0, 0.05)
+    >>> term_sizes(np.array([1.0, -1.0]), np.array([-3.0, 1.0]), 0.5, weight=2.0)
+    (4.0, 2.0)
+    """
+    if isinstance(env_reward, np.ndarray) or isinstance(d_reward, np.ndarray):
+        return (abs(weight) * float(np.add.reduce(np.abs(env_reward), axis=None)),
+                float(np.add.reduce(np.abs(alpha * d_reward), axis=None)))
+    return abs(weight * env_reward), abs(alpha * d_reward)
 
 
 class EnvRewardScale:

@@ -23,7 +23,7 @@ import torch
 
 from gasil_wrappers.config import DEFAULT_D_EVERY, GASILConfig
 from gasil_wrappers.discriminator import Discriminator
-from gasil_wrappers.reward import shaped_reward
+from gasil_wrappers.reward import shaped_reward, term_sizes
 from gasil_wrappers.topk import GoodTrajectoryBuffer
 
 __all__ = ["GASILOwnershipError", "GASILState", "OwnerRef", "find_state"]
@@ -322,17 +322,15 @@ class GASILState:
         GASIL term's share (``diagnostics()["term_share"]``). Scalars or arrays (one entry per sub-env);
         ``ready`` a bool or a bool array."""
         w = self.config.env_reward_weight
-        terms = self._terms
         if isinstance(ready, np.ndarray):
-            terms[0] += float(np.abs(w * env_reward[ready]).sum())
-            terms[1] += float((alpha * d_reward)[ready].sum())
-        elif ready and isinstance(env_reward, np.ndarray):  # the batched wrappers' common step
-            terms[0] += abs(w) * float(np.add.reduce(np.abs(env_reward)))
-            terms[1] += float(np.dot(alpha, d_reward))
-        elif ready:
-            terms[0] += abs(w * env_reward)
-            terms[1] += alpha * d_reward
+            self._add_terms(*term_sizes(env_reward[ready], (alpha * d_reward)[ready], 1.0, w))
+        elif ready:  # one env, or the batched wrappers' common step
+            self._add_terms(*term_sizes(env_reward, d_reward, alpha, w))
         return shaped_reward(env_reward, d_reward, alpha, ready, w)
+
+    def _add_terms(self, env_part: float, term: float) -> None:
+        self._terms[0] += env_part
+        self._terms[1] += term
 
     def record_samples(self, rows: np.ndarray) -> int:
         """Record rows ``concat(s, a)`` as current-policy samples, in order, without computing rewards.
@@ -391,7 +389,7 @@ class GASILState:
             c = self.config
             self.discriminator = Discriminator(
                 self.obs_dim + self.act_dim, c.d_hidden, lr=c.d_lr, entropy_coef=c.d_entropy_coef,
-                input_clip=c.d_input_clip, rng=self.rng,
+                input_clip=c.d_input_clip, reward_form=c.d_reward_form, rng=self.rng,
             )
         return self.discriminator
 

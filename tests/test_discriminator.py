@@ -2,6 +2,7 @@ import math
 import pickle
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,9 +11,9 @@ from gasil_wrappers import Discriminator, GASILConfig, GASILState
 from gasil_wrappers.discriminator import DiscriminatorForward, softplus
 
 
-def known_discriminator(final_bias=0.3):
+def known_discriminator(final_bias=0.3, reward_form="neg_log_d"):
     """D with 2 inputs, one hidden unit: logit = 2*tanh(0.5*x0 - 1.0*x1 + 0.1) + final_bias."""
-    d = Discriminator(2, (1,), rng=np.random.default_rng(0))
+    d = Discriminator(2, (1,), reward_form=reward_form, rng=np.random.default_rng(0))
     with torch.no_grad():
         first, last = d.net[0], d.net[2]
         first.weight.copy_(torch.tensor([[0.5, -1.0]]))
@@ -80,6 +81,47 @@ def test_reward_is_finite_for_every_logit(logit):
     assert math.isfinite(r) and r >= 0
     stored = float(np.float32(logit))  # D's parameters are float32
     assert math.isclose(r, float(softplus(-stored)), rel_tol=1e-12, abs_tol=1e-300)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(-1e4, 1e4))
+def test_logit_form_is_log_one_minus_d_minus_log_d(logit):
+    """``reward_form="logit"``: −logit = log(1 − D) − log D, i.e. −log D minus −log(1 − D); 0 at chance."""
+    d = known_discriminator(final_bias=logit, reward_form="logit")
+    with torch.no_grad():
+        d.net[2].weight.zero_()
+    d.refresh_snapshot()
+    stored = float(np.float32(logit))
+    r = d.reward(np.zeros(2))
+    assert r == -stored and d.reward(np.zeros((3, 2))).tolist() == [-stored] * 3
+    neg_log_d, neg_log_one_minus_d = float(softplus(-stored)), float(softplus(stored))
+    assert math.isclose(r, neg_log_d - neg_log_one_minus_d, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_reward_forms_at_chance_and_by_hand():
+    """At chance (logit 0) −log D pays log 2, the logit form nothing; elsewhere −logit by hand."""
+    x = np.array([0.7, -0.2])
+    logit = 2 * math.tanh(0.5 * 0.7 + 1.0 * 0.2 + 0.1) + 0.3
+    assert abs(known_discriminator(reward_form="logit").reward(x) + logit) < 1e-6
+    chance = [known_discriminator(final_bias=0.0, reward_form=f) for f in ("neg_log_d", "logit")]
+    for d in chance:
+        with torch.no_grad():
+            d.net[2].weight.zero_()
+        d.refresh_snapshot()
+    assert chance[0].reward(x) == math.log(2) and chance[1].reward(x) == 0.0
+
+
+def test_reward_form_survives_pickling_and_old_pickles_read_as_neg_log_d():
+    d = known_discriminator(reward_form="logit")
+    x = np.array([0.7, -0.2])
+    assert pickle.loads(pickle.dumps(d.forward)).reward(x) == d.reward(x)
+    old = d.forward.__getstate__()
+    del old["reward_form"]  # a forward pickled before reward forms existed
+    f = DiscriminatorForward.__new__(DiscriminatorForward)
+    f.__setstate__(old)
+    assert f.reward(x) == float(softplus(-d.logits(x)))
+    with pytest.raises(ValueError, match="reward_form"):
+        DiscriminatorForward(2, (1,), 5.0, reward_form="log_d")
 
 
 def test_gradient_is_finite_for_extreme_logits():

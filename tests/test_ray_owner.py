@@ -102,8 +102,9 @@ def d_weights(state_dict):
     return [d["net"][k] for k in sorted(d["net"])] + [d["normalizer"]["mean"], d["normalizer"]["var"]]
 
 
-def test_one_worker_is_bitwise_the_in_process_owner(cluster, group):
-    config = CONFIG.replace(group=group)
+@pytest.mark.parametrize("form", ["neg_log_d", "logit"])
+def test_one_worker_is_bitwise_the_in_process_owner(cluster, group, form):
+    config = CONFIG.replace(group=group, d_reward_form=form)
     state = GASILState(config.replace(group=group + "-ref"))
     ref_rewards = drive(make_env(state, config), 2000, seed=3)
     with RayGASILOwner.start(config) as owner:

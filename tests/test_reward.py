@@ -104,17 +104,42 @@ def test_term_share_is_the_gasil_part_of_the_last_window(scripted):
     assert state.diagnostics()["term_share"] == pytest.approx(term / (env_part + term), rel=1e-12)
 
 
+def test_logit_form_shapes_with_minus_logit_and_only_the_term_changes(scripted):
+    """Same seed and actions with each form: D trains on the same rows (the form only changes the reward),
+    so step by step −log D = softplus(−logit) = softplus(logit-form reward), and the shaped reward is
+    w·r + α·(−logit). The term share counts the term's size, whatever its sign."""
+    base = GASILConfig(gasil=True, alpha=0.5, env_reward_weight=0.5, d_every=20, d_apply_lag=0, seed=0)
+    runs = {f: run_stack(scripted, base.replace(d_reward_form=f), 60) for f in ("neg_log_d", "logit")}
+    (state_n, _, infos_n), (state_l, rewards_l, infos_l) = runs["neg_log_d"], runs["logit"]
+    assert state_l.rounds == state_n.rounds == 3
+    shaped = [i for i in infos_l if i["alpha"]]
+    assert len(shaped) == 40 and any(i["discriminator_reward"] < 0 for i in shaped)
+    for t, (n, lo) in enumerate(zip(infos_n, infos_l)):
+        assert n["alpha"] == lo["alpha"]
+        if lo["alpha"]:
+            assert n["discriminator_reward"] == pytest.approx(np.logaddexp(0.0, lo["discriminator_reward"]),
+                                                              rel=1e-12)
+        r = lo["env_reward"]
+        expected = 0.5 * r + 0.5 * lo["discriminator_reward"] if lo["alpha"] else r
+        assert rewards_l[t] == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    window = infos_l[40:60]
+    term = sum(abs(i["alpha"] * i["discriminator_reward"]) for i in window)
+    env_part = sum(abs(0.5 * i["env_reward"]) for i in window)
+    assert state_l.diagnostics()["term_share"] == pytest.approx(term / (env_part + term), rel=1e-12)
+
+
 def test_term_share_is_nan_before_gasil_shapes_anything(scripted):
     state, _, _ = run_stack(scripted, GASILConfig(gasil=True, d_every=1000, seed=0), 30)
     assert math.isnan(state.diagnostics()["term_share"])
 
 
 @NEEDS_VECTOR
-def test_vector_wrapper_scales_like_the_per_env_stack():
+@pytest.mark.parametrize("form", ["neg_log_d", "logit"])
+def test_vector_wrapper_scales_like_the_per_env_stack(form):
     from gasil_wrappers import make_vec_stack
 
     config = GASILConfig(gasil=True, delay=5, env_reward_scale="normalized", d_every=300, d_updates=3,
-                         buffer_steps=200, seed=3)
+                         buffer_steps=200, seed=3, d_reward_form=form)
     actions = np.random.default_rng(0).uniform(-1, 1, (400, 2, 3))
     state = GASILState(config)  # shared by the two per-env stacks
     per_env = gym.vector.SyncVectorEnv([lambda: wrap_stack(gym.make("Hopper-v5"), config, state=state)] * 2,
@@ -150,6 +175,8 @@ def test_bad_scale_settings_are_refused():
         GASILConfig(env_reward_scale_gamma=0.0)
     with pytest.raises(ValueError, match="d_every"):
         GASILConfig(d_every=0)
+    with pytest.raises(ValueError, match="d_reward_form"):
+        GASILConfig(d_reward_form="log_d")
 
 
 @settings(max_examples=30, deadline=None)
