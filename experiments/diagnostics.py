@@ -9,6 +9,9 @@ the last ``--fraction`` of its steps of the GASIL term's share of the shaped rew
 accuracies, the buffer's mean return, and the policy's entropy, approximate KL and the value function's
 explained variance (:data:`experiments.results.DIAGNOSTIC_TAGS`). A share near 1 with D's loss near
 2·ln 2 (≈ 1.386) means the shaped reward is mostly a discriminator that tells nothing apart.
+
+The tensorboard logs are git-ignored and do not outlive the machine that ran them, so commit the CSV as
+runs finish: rewriting it keeps, for a run whose logs are gone, the values the CSV already holds.
 """
 
 from __future__ import annotations
@@ -24,7 +27,22 @@ if __package__ in (None, ""):  # run as `python experiments/diagnostics.py`
 import pandas as pd  # noqa: E402
 import tyro  # noqa: E402
 
-from experiments.results import run_diagnostics  # noqa: E402
+from experiments.results import DIAGNOSTIC_TAGS, run_diagnostics  # noqa: E402
+
+KEYS = ["agent", "task", "setting", "seed"]
+
+
+def keep_earlier(table: pd.DataFrame, earlier: pd.DataFrame) -> pd.DataFrame:
+    """``table``, where a run has no log values (all tag columns NaN) but ``earlier`` has a row for it
+    with some, takes ``earlier``'s values; runs only ``earlier`` has are kept too. Sorted by run."""
+    tags = [t.rsplit("/", 1)[-1] for t in DIAGNOSTIC_TAGS]
+    earlier = earlier.reindex(columns=table.columns)
+    logged = earlier[earlier[tags].notna().any(axis=1)].set_index(KEYS)
+    now = table.set_index(KEYS)
+    lost = now.index[now[tags].isna().all(axis=1)].intersection(logged.index)
+    now.loc[lost, tags] = logged.loc[lost, tags]
+    merged = pd.concat([now, logged.loc[logged.index.difference(now.index)]])
+    return merged.reset_index().sort_values(KEYS, ignore_index=True)
 
 
 @dataclass
@@ -48,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"no finished runs under {args.results_dir}", file=sys.stderr)
         return 1
     out = Path(args.out or Path(args.results_dir) / "diagnostics.csv")
+    if out.exists():
+        table = keep_earlier(table, pd.read_csv(out))
     table.to_csv(out, index=False, float_format="%.6g")
     with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 60):
         print(table.drop(columns=["agent"]).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
