@@ -16,6 +16,7 @@ Table 1), uniformly at random::
     alpha          {0.02, 0.1, 0.2, 1}            --stack.alpha
     env_reward_scale {raw, normalized}            --stack.env-reward-scale   (beyond Table 1; opt-in)
     buffer_gamma   {0.99, 1.0}                    --stack.gamma              (beyond Table 1; opt-in)
+    d_reward_form  {neg_log_d, logit}             --stack.d-reward-form      (beyond Table 1; opt-in)
 
 A trial is the runner's setting ``<setting>+lr..+buffer..+dupdates..+dlr..+alpha..`` run for every seed
 (in parallel, one CPU each), stored in the runner's layout under --results-dir: a trial whose CSVs
@@ -49,7 +50,7 @@ __all__ = ["Args", "SEARCH_SPACE", "DEFAULT_PARAMS", "trial_setting", "trial_run
            "main"]
 
 ParamName = Literal["learning_rate", "d_updates", "d_lr", "buffer_steps", "alpha", "env_reward_scale",
-                    "buffer_gamma"]
+                    "buffer_gamma", "d_reward_form"]
 
 #: The paper's ranges (Table 1): name -> (values, setting component of experiments.grid).
 SEARCH_SPACE: dict[str, tuple[tuple[float | int, ...], str]] = {
@@ -61,6 +62,8 @@ SEARCH_SPACE: dict[str, tuple[tuple[float | int, ...], str]] = {
     # beyond Table 1 (issue 11): what alpha weighs against, and the discount that ranks the buffer
     "env_reward_scale": (("raw", "normalized"), "envreward"),
     "buffer_gamma": ((0.99, 1.0), "buffergamma"),
+    # D's term: -log D (the paper's; also an alive bonus) or -logit D (imitation only)
+    "d_reward_form": (("neg_log_d", "logit"), "dreward"),
 }
 #: What each agent's sweep searches by default (the discriminator's settings only matter to GASIL).
 DEFAULT_PARAMS: dict[str, tuple[str, ...]] = {
@@ -113,6 +116,8 @@ def trial_setting(base: str, config: dict) -> str:
 
     >>> trial_setting("delayed20", {"learning_rate": 1e-4, "alpha": 0.2})
     'delayed20+lr0.0001+alpha0.2'
+    >>> trial_setting("delayed20", {"d_reward_form": "logit", "env_reward_scale": "normalized"})
+    'delayed20+envrewardnormalized+drewardlogit'
     """
     parts = [base] + [f"{SEARCH_SPACE[k][1]}{v}" for k, v in config.items() if k in SEARCH_SPACE]
     return parse_setting("+".join(parts))[0]

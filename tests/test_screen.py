@@ -27,6 +27,19 @@ def test_trials_are_seeded_distinct_and_inside_the_ranges():
     assert len(sample_trials(("buffer_gamma",), 5, seed=0)) == 2  # only two settings exist
 
 
+def test_the_committed_screening_draw_does_not_move_when_the_search_space_grows(tmp_path):
+    """results/screen-500k holds the runs of search seed 0's draw: a new searchable dimension (e.g.
+    d_reward_form, opt-in) must leave the default plan's settings as they were drawn."""
+    runs = plan_stage1(Args(results_dir=str(tmp_path)))
+    settings = sorted({r.setting for r in runs if r.agent == "ppo_gasil"})
+    assert len(settings) == 16
+    assert settings[0] == "delayed20+lr0.0001+buffer1000+dupdates5+dlr0.0001+alpha0.2+buffergamma0.99" \
+                          "+envrewardnormalized"  # trial 11
+    assert "delayed20+lr0.0003+buffer10000+dupdates1+dlr0.0003+alpha0.2+buffergamma0.99+envrewardnormalized" \
+        in settings  # trial 7
+    assert not any("dreward" in s for s in settings)
+
+
 def test_stage1_runs_every_trial_on_every_task_and_ppo_rates_on_two_seeds(tmp_path):
     runs = plan_stage1(Args(results_dir=str(tmp_path)))
     gasil = [r for r in runs if r.agent == "ppo_gasil"]
