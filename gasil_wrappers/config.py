@@ -58,7 +58,8 @@ class GASILConfig:
     """the discriminator's term. neg_log_d: -log D(s,a) (the paper's), >= 0 everywhere, so on a task whose
     episodes end early it also pays for staying alive (log 2 per step where D is at chance). logit:
     log(1 - D) - log D = -logit D (AIRL's form), 0 where D is at chance, positive where (s,a) looks like
-    the buffer and negative where it looks like the current policy: no bonus for merely surviving"""
+    the buffer and negative where it looks like the current policy: no bonus for merely surviving, but
+    under a D that wins, a cost for every step, which on such a task rewards ending the episode"""
 
     # --- good-trajectory buffer -----------------------------------------------------------------
     buffer_steps: int = 1000
