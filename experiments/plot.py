@@ -14,6 +14,7 @@ Figures (one panel per task, or per setting where the paper varies one on a sing
     fig7  Walker2d PPO+GASIL: (a) buffer size 500/1000/2000/5000 steps, (b) D updates per batch 1/5/10/20
     compare  any --agents x --settings, one panel per task (--tasks): for one's own investigations, e.g.
           --figure compare --agents ppo ppo_gasil --settings delayed20 delayed20+buffergamma1
+          (--also <dir> ... adds the runs of other results directories)
 
 How a curve is made: each seed's episodes are smoothed by a trailing moving mean over `--window`
 episodes, interpolated on a common grid of `--grid-points` steps (from the latest first episode to the
@@ -66,6 +67,9 @@ class Args:
 
     results_dir: str = "results/1M-steps"
     """the runner's results directory"""
+    also: tuple[str, ...] = ()
+    """more results directories whose runs join --results-dir's (e.g. an investigation's runs beside the
+    screening's); a run found in two of them is an error"""
     figure: Literal["fig1", "fig4", "fig5", "fig6", "fig7", "compare", "all"] = "fig6"
     """which figure; `all` draws every paper figure that has data; `compare`: --agents x --settings"""
     out: str | None = None
@@ -330,7 +334,14 @@ def draw_panels(df: pd.DataFrame, figure: str, title: str, panels: Sequence[Pane
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
-    df = load_results(args.results_dir, include_partial=args.include_partial)
+    frames = [load_results(d, include_partial=args.include_partial) for d in (args.results_dir, *args.also)]
+    df = pd.concat(frames, ignore_index=True)
+    keys = ["agent", "task", "setting", "seed"]
+    twice = pd.concat([f[keys].drop_duplicates() for f in frames]).duplicated()
+    if twice.any():
+        run = pd.concat([f[keys].drop_duplicates() for f in frames])[twice].iloc[0].to_dict()
+        print(f"the same run is in two of the results directories: {run}", file=sys.stderr)
+        return 1
     if df.empty:
         print(f"no results under {args.results_dir}", file=sys.stderr)
         return 1

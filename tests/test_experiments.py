@@ -485,6 +485,21 @@ def test_plot_compare_draws_agents_by_settings_per_task(tmp_path):
     assert list(finals["task"].unique()) == ["Hopper-v5", "Walker2d-v5"] and len(means) == 6
     assert means[("Walker2d-v5", "PPO+GASIL, delayed20+buffergamma1")] == 4.5  # seeds 1 and 2: 4 and 5
     assert means[("Hopper-v5", "PPO, delayed20")] == 1.0
+    # the same figure from two results directories (--also): the same numbers; a run in both is refused
+    other = tmp_path / "other"
+    for task in ("Hopper-v5", "Walker2d-v5"):
+        for seed in (1, 2):
+            write_run(other, "ppo_gasil", task, "delayed20+buffergamma1", seed, steps,
+                      np.full(10, 3.0 + seed))
+            csv_path_for(tmp_path, task, "delayed20+buffergamma1", "ppo_gasil", seed).unlink()
+    argv = ["--results-dir", str(tmp_path), "--also", str(other), "--figure", "compare", "--agents", "ppo",
+            "ppo_gasil", "--settings", "delayed20", "delayed20+buffergamma1", "--n-boot", "100",
+            "--out", str(tmp_path / "both.png")]
+    assert plot.main(argv) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "both_final.csv"), finals.reset_index(drop=True),
+                                  check_dtype=False)
+    write_run(tmp_path, "ppo_gasil", "Hopper-v5", "delayed20+buffergamma1", 1, steps, np.full(10, 4.0))
+    assert plot.main(argv) == 1
 
 
 def test_diagnostics_take_the_late_values_of_the_surviving_log_of_a_resumed_run(tmp_path, capsys):
