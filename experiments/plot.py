@@ -337,9 +337,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     frames = [load_results(d, include_partial=args.include_partial) for d in (args.results_dir, *args.also)]
     df = pd.concat(frames, ignore_index=True)
     keys = ["agent", "task", "setting", "seed"]
-    twice = pd.concat([f[keys].drop_duplicates() for f in frames]).duplicated()
+    runs = pd.concat([f[keys].drop_duplicates() for f in frames])
+    twice = runs.duplicated()
     if twice.any():
-        run = pd.concat([f[keys].drop_duplicates() for f in frames])[twice].iloc[0].to_dict()
+        run = runs[twice].iloc[0].to_dict()
         print(f"the same run is in two of the results directories: {run}", file=sys.stderr)
         return 1
     if df.empty:

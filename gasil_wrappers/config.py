@@ -13,12 +13,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["DEFAULT_D_EVERY", "GASILConfig", "INFO_KEY"]
+__all__ = ["DEFAULT_D_EVERY", "D_REWARD_FORMS", "GASILConfig", "INFO_KEY"]
 
 #: The one ``info`` key under which every wrapper of the stack puts its per-step diagnostics.
 INFO_KEY = "gasil"
 #: D's cadence when no learner batch is given (``d_every=None`` outside the algos/ scripts).
 DEFAULT_D_EVERY = 2048
+#: The forms of D's reward term (``GASILConfig.d_reward_form``): −log D, or −logit D = log(1 − D) − log D.
+D_REWARD_FORMS = ("neg_log_d", "logit")
 
 
 @dataclass(frozen=True)
@@ -121,8 +123,8 @@ class GASILConfig:
             errors.append(f"d_hidden must be positive sizes, got {self.d_hidden}")
         if self.env_reward_scale not in ("raw", "normalized"):
             errors.append(f"env_reward_scale must be 'raw' or 'normalized', got {self.env_reward_scale!r}")
-        if self.d_reward_form not in ("neg_log_d", "logit"):
-            errors.append(f"d_reward_form must be 'neg_log_d' or 'logit', got {self.d_reward_form!r}")
+        if self.d_reward_form not in D_REWARD_FORMS:
+            errors.append(f"d_reward_form must be one of {D_REWARD_FORMS}, got {self.d_reward_form!r}")
         if not 0 < self.env_reward_scale_gamma <= 1:
             errors.append(f"env_reward_scale_gamma must be in (0, 1], got {self.env_reward_scale_gamma}")
         if self.d_every is not None and not self.d_every > 0:

@@ -25,10 +25,9 @@ try:  # gymnasium >= 1.0
 except ImportError:  # gymnasium 0.29
     from gymnasium.wrappers.normalize import RunningMeanStd
 
-__all__ = ["REWARD_FORMS", "Discriminator", "DiscriminatorForward", "softplus"]
+from gasil_wrappers.config import D_REWARD_FORMS
 
-#: The forms of D's reward term (``GASILConfig.d_reward_form``): −log D, or −logit D = log(1 − D) − log D.
-REWARD_FORMS = ("neg_log_d", "logit")
+__all__ = ["Discriminator", "DiscriminatorForward", "softplus"]
 
 
 def softplus(x):
@@ -69,8 +68,8 @@ class DiscriminatorForward:
     """
 
     def __init__(self, in_dim: int, hidden: Sequence[int], input_clip: float, reward_form: str = "neg_log_d"):
-        if reward_form not in REWARD_FORMS:
-            raise ValueError(f"DiscriminatorForward: reward_form must be one of {REWARD_FORMS}, "
+        if reward_form not in D_REWARD_FORMS:
+            raise ValueError(f"DiscriminatorForward: reward_form must be one of {D_REWARD_FORMS}, "
                              f"got {reward_form!r}")
         self.reward_form = reward_form
         self.in_dim = int(in_dim)
