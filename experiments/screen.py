@@ -22,8 +22,12 @@ Protocol (all at ``--total-timesteps``, 500k by default, on the delayed tasks):
    ``--heldout-dir``: PPO (its learning rate per task) and PPO+GASIL (the single setting, and each
    task's own where it differs) on seeds 101–110; PPO+SIL and PPO+BC (delayed, defaults) and, on the
    undelayed tasks, PPO (defaults) and PPO+GASIL (the single setting without the delay) on 101–105.
+   A control arm on 101–110 beside the main comparison (``--blind-d-control``, on by default): the single
+   setting with D frozen at its random initialization (:func:`blind_d`). −log D ≥ 0 pays a bonus for
+   every step alive whatever D knows, so GASIL ÷ PPO alone cannot tell imitation from that bonus;
+   GASIL ÷ blind-D can (docs/results.md, "Is it imitation").
    ``heldout.csv`` then has per agent and task the mean, 95% bootstrap interval and per-seed values,
-   and GASIL ÷ PPO per task with the geometric mean.
+   and GASIL ÷ PPO (and ÷ blind-D) per task with the geometric mean.
 
 Objective of a run: the mean true return of its last ``--last-n`` episodes. Everything lives in the
 runner's layout under ``--results-dir``; the command resumes after an interruption (finished runs are
@@ -35,6 +39,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,13 +52,29 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import tyro  # noqa: E402
 
-from experiments.grid import REPO_ROOT, Run, expand_grid, run_state  # noqa: E402
+from experiments.grid import REPO_ROOT, Run, expand_grid, parse_setting, run_state  # noqa: E402
 from experiments.results import last_n_mean  # noqa: E402
 from experiments.runner import run_all, write_manifest  # noqa: E402
 from experiments.sweep import SEARCH_SPACE, ParamName, trial_setting  # noqa: E402
 
 __all__ = ["Args", "sample_trials", "plan_stage1", "plan_stage2", "choose", "plan_heldout", "heldout_table",
-           "heldout_ratios", "heldout_panels", "ratio_interval", "main"]
+           "heldout_ratios", "heldout_panels", "ratio_interval", "blind_d", "BLIND_D_LR", "main"]
+
+BLIND_D_LR = 1e-12
+"""D's learning rate in the blind-D control: Adam's steps of about 1e-12 leave D at its random
+initialization while the run does all of GASIL's work (same code path, same cost)."""
+
+
+def blind_d(setting: str) -> str:
+    """`setting` with a blind D (``dlr1e-12`` in place of its own D learning rate), canonical.
+
+    >>> blind_d("delayed20+dupdates1+dlr0.0003+alpha0.2")
+    'delayed20+dupdates1+dlr1e-12+alpha0.2'
+    >>> blind_d("delayed20")
+    'delayed20+dlr1e-12'
+    """
+    parts = [p for p in setting.split("+") if not re.fullmatch(r"dlr[0-9.]+(?:e-?\d+)?", p)]
+    return parse_setting("+".join(parts + [f"dlr{BLIND_D_LR:g}"]))[0]
 
 
 @dataclass
@@ -95,6 +116,9 @@ class Args:
     """env steps per held-out run"""
     heldout_seeds: tuple[int, ...] = tuple(range(101, 111))
     """seeds of the main comparison (PPO vs PPO+GASIL); the other agents use the first half"""
+    blind_d_control: bool = True
+    """held-out: also run the single setting with a blind D (`blind_d`) on every seed of the main
+    comparison; PPO+GASIL ÷ blind-D measures what imitation adds beyond −log D's bonus for staying alive"""
 
 
 def sample_trials(params: Sequence[str], num_trials: int, seed: int) -> list[dict]:
@@ -187,8 +211,9 @@ def choose(args: Args, results: pd.DataFrame, candidates: Sequence[str]) -> dict
 def plan_heldout(args: Args, choice: dict) -> list[Run]:
     """The held-out runs of the frozen choice (nothing here reads a held-out result).
 
-    Seed by seed: first the main comparison (PPO and PPO+GASIL on every delayed task, seeds 101–110),
-    then the other agents and the undelayed check (101–105). A campaign cut anywhere (it spans many
+    Seed by seed: first the main comparison (PPO and PPO+GASIL on every delayed task, seeds 101–110, and
+    the blind-D control of the single setting unless ``--no-blind-d-control``), then the other agents
+    and the undelayed check (101–105). A campaign cut anywhere (it spans many
     sessions on a small machine) so has the same seeds for every agent and task of the comparison.
     """
     seeds, half = list(args.heldout_seeds), list(args.heldout_seeds[: max(1, len(args.heldout_seeds) // 2)])
@@ -203,6 +228,8 @@ def plan_heldout(args: Args, choice: dict) -> list[Run]:
     for seed in seeds:
         for task in args.tasks:
             plan += run("ppo", task, choice["ppo"][task], seed) + run("ppo_gasil", task, single, seed)
+            if args.blind_d_control:
+                plan += run("ppo_gasil", task, blind_d(single), seed)
             if choice["per_task"].get(task, single) != single:
                 plan += run("ppo_gasil", task, choice["per_task"][task], seed)
     for seed in half:
@@ -261,10 +288,12 @@ def heldout_ratios(args: Args, finals: pd.DataFrame, choice: dict) -> pd.DataFra
     - ``repaired``: PPO+GASIL (single) on the delayed task ÷ PPO on the undelayed one, how much of the
       delay's cost GASIL repairs (the stretch goal is ≥ 0.9);
     - ``ratio_undelayed``: PPO+GASIL (single, without the delay) ÷ PPO on the undelayed task, the check
-      before the setting may become a default.
+      before the setting may become a default;
+    - ``over_blind`` (``over_blind_lo``, ``over_blind_hi``): PPO+GASIL (single) ÷ the same setting with a
+      blind D, what imitation adds beyond −log D's bonus for staying alive (1.0: nothing).
 
-    The last row holds the geometric means over tasks of ``ratio`` and ``ratio_task`` (NaN unless every
-    task's ratio is positive).
+    The last row holds the geometric means over tasks of ``ratio``, ``ratio_task`` and ``over_blind``
+    (NaN unless every task's ratio is positive).
     """
     def values(agent: str, task: str, setting: str) -> np.ndarray:
         chosen = (finals.agent == agent) & (finals.task == task) & (finals.setting == setting)
@@ -281,27 +310,32 @@ def heldout_ratios(args: Args, finals: pd.DataFrame, choice: dict) -> pd.DataFra
         gasil_own = values("ppo_gasil", task, own)
         ppo_plain = values("ppo", task, "plain")
         gasil_plain = values("ppo_gasil", task, _undelayed(args, single))
+        blind = values("ppo_gasil", task, blind_d(single))
         ratio, lo, hi = ratio_interval(gasil, ppo)
+        over_blind, blind_lo, blind_hi = ratio_interval(gasil, blind)
         rows.append({"task": task, "ppo": mean(ppo), "ppo_gasil": mean(gasil), "ratio": ratio,
                      "ratio_lo": lo, "ratio_hi": hi, "n_ppo": ppo.size, "n_gasil": gasil.size,
                      "ppo_gasil_task": mean(gasil_own), "ratio_task": ratio_interval(gasil_own, ppo)[0],
                      "ppo_undelayed": mean(ppo_plain), "repaired": ratio_interval(gasil, ppo_plain)[0],
                      "ppo_gasil_undelayed": mean(gasil_plain),
-                     "ratio_undelayed": ratio_interval(gasil_plain, ppo_plain)[0]})
+                     "ratio_undelayed": ratio_interval(gasil_plain, ppo_plain)[0],
+                     "ppo_gasil_blind": mean(blind), "over_blind": over_blind, "over_blind_lo": blind_lo,
+                     "over_blind_hi": blind_hi, "n_blind": blind.size})
     ratios = pd.DataFrame(rows)
 
     def geomean(column: str) -> float:
         r = ratios[column]
         return float(np.exp(np.log(r).mean())) if (r > 0).all() else float("nan")
 
-    last = {"task": "geometric mean", "ratio": geomean("ratio"), "ratio_task": geomean("ratio_task")}
+    last = {"task": "geometric mean", **{c: geomean(c) for c in ("ratio", "ratio_task", "over_blind")}}
     return pd.concat([ratios, pd.DataFrame([last])], ignore_index=True)
 
 
 def heldout_panels(args: Args, choice: dict) -> tuple[str, list]:
     """The held-out figure's title and panels: on each delayed task Figure 6's four agents (PPO+GASIL with
-    the single setting, and with the task's own where it differs) and undelayed PPO in grey for
-    reference; below, PPO vs PPO+GASIL on the undelayed tasks (the check before a default changes)."""
+    the single setting, and with the task's own where it differs), the blind-D control (brown) and
+    undelayed PPO in grey for reference; below, PPO vs PPO+GASIL on the undelayed tasks (the check
+    before a default changes)."""
     from experiments.grid import AGENT_LABELS
     from experiments.plot import AGENT_COLORS, Curve, Panel
 
@@ -315,6 +349,8 @@ def heldout_panels(args: Args, choice: dict) -> tuple[str, list]:
         curves = [curve("ppo_gasil", single, f"{gasil} (single setting)")]
         if own != single:
             curves.append(curve("ppo_gasil", own, f"{gasil} (task's setting)", "tab:purple"))
+        if args.blind_d_control:
+            curves.append(curve("ppo_gasil", blind_d(single), f"{gasil}, blind D (control)", "tab:brown"))
         curves += [curve("ppo", choice["ppo"][task]), curve("ppo_sil", args.base_setting),
                    curve("ppo_bc", args.base_setting), curve("ppo", "plain", "PPO, undelayed", "tab:gray")]
         delayed.append(Panel(f"{task}, {args.base_setting}", task, tuple(curves)))

@@ -89,16 +89,35 @@ def test_heldout_uses_only_the_frozen_choice_and_fresh_seeds(tmp_path):
     count = pd.Series([(r.agent, r.setting) for r in plan]).value_counts().to_dict()
     assert count[("ppo", "delayed20+lr0.0003")] == 30 and count[("ppo_gasil", choice["single"])] == 30
     assert count[("ppo_gasil", "delayed20+lr0.0003")] == 10  # Hopper's own setting differs
+    assert count[("ppo_gasil", "delayed20+lr0.0001+dlr1e-12+alpha0.2+envrewardnormalized")] == 30  # blind D
     assert count[("ppo_gasil", "lr0.0001+alpha0.2+envrewardnormalized")] == 15  # undelayed check, 101-105
     assert count[("ppo", "plain")] == count[("ppo_sil", "delayed20")] == count[("ppo_bc", "delayed20")] == 15
     assert all(r.total_timesteps == 1_000_000 for r in plan)
-    # seed by seed, the main comparison first: its 7 runs of seed 101 (Hopper has its own setting) lead
-    assert [r.seed for r in plan[:8]] == [101] * 7 + [102]
-    assert {(r.agent, r.task) for r in plan[:7]} == {(a, t) for a in ("ppo", "ppo_gasil") for t in TASKS}
-    main_runs = 10 * 7
+    # seed by seed, the main comparison first: its 10 runs of seed 101 (PPO, GASIL, blind D on every task,
+    # Hopper's own setting) lead
+    assert [r.seed for r in plan[:11]] == [101] * 10 + [102]
+    assert {(r.agent, r.task) for r in plan[:10]} == {(a, t) for a in ("ppo", "ppo_gasil") for t in TASKS}
+    main_runs = 10 * 10
     assert [r.seed for r in plan[:main_runs]] == sorted(r.seed for r in plan[:main_runs])
     assert {r.agent for r in plan[main_runs:]} == {"ppo", "ppo_sil", "ppo_bc", "ppo_gasil"}
     assert all(r.setting in ("plain", "delayed20") or "delayed" not in r.setting for r in plan[main_runs:])
+    without = plan_heldout(Args(results_dir=str(tmp_path), blind_d_control=False), choice)
+    assert len(without) == len(plan) - 30 and not any("dlr1e-12" in r.setting for r in without)
+
+
+@pytest.mark.parametrize(("setting", "blind"), [
+    ("delayed20+lr0.0003+dupdates1+dlr0.0003+alpha0.2", "delayed20+lr0.0003+dupdates1+dlr1e-12+alpha0.2"),
+    ("delayed20+dlr1e-05+envrewardnormalized", "delayed20+dlr1e-12+envrewardnormalized"),
+    ("delayed20+alpha1", "delayed20+dlr1e-12+alpha1"),  # the stack's default D lr: a dlr part is added
+    ("plain", "dlr1e-12"),
+])
+def test_blind_d_replaces_only_the_d_learning_rate(setting, blind):
+    from experiments.grid import parse_setting
+    from experiments.screen import blind_d
+
+    assert blind_d(setting) == blind
+    flags = parse_setting(blind)[1]
+    assert dict(zip(flags[::2], flags[1::2]))["--stack.d-lr"] == "1e-12"  # the script gets one D lr: 1e-12
 
 
 def test_heldout_refuses_to_start_before_the_choice_is_frozen(tmp_path):
@@ -109,13 +128,14 @@ def test_heldout_refuses_to_start_before_the_choice_is_frozen(tmp_path):
 def test_heldout_ratios_by_hand():
     from experiments.screen import heldout_ratios
 
-    choice = {"single": "delayed20+S", "per_task": {"Hopper-v5": "delayed20+T"},
+    choice = {"single": "delayed20+alpha1", "per_task": {"Hopper-v5": "delayed20+alpha0.2"},
               "ppo": {t: "P" for t in TASKS}}
     runs = {("ppo", t, "P"): p for t, p in zip(TASKS, ((900, 1100), (500, 500), (2000, 2000)))}
     gasil = ((2000, 2000), (1000, 3000), (1000,))
-    runs.update({("ppo_gasil", t, "delayed20+S"): g for t, g in zip(TASKS, gasil)})
-    runs.update({("ppo_gasil", "Hopper-v5", "delayed20+T"): (3000, 3000),
-                 ("ppo", "Hopper-v5", "plain"): (4000,), ("ppo_gasil", "Hopper-v5", "S"): (2000,)})
+    runs.update({("ppo_gasil", t, "delayed20+alpha1"): g for t, g in zip(TASKS, gasil)})
+    runs.update({("ppo_gasil", "Hopper-v5", "delayed20+alpha0.2"): (3000, 3000),
+                 ("ppo", "Hopper-v5", "plain"): (4000,), ("ppo_gasil", "Hopper-v5", "alpha1"): (2000,),
+                 ("ppo_gasil", "Hopper-v5", "delayed20+dlr1e-12+alpha1"): (1000, 1000)})
     finals = frame({(a, t, s, 101 + i): v for (a, t, s), vs in runs.items() for i, v in enumerate(vs)})
     ratios = heldout_ratios(Args(), finals, choice).set_index("task")
     assert ratios["ratio"].tolist() == [2.0, 4.0, 0.5, pytest.approx(4.0 ** (1 / 3))]
@@ -128,6 +148,10 @@ def test_heldout_ratios_by_hand():
     assert ratios.loc["Walker2d-v5", ["ratio_lo", "ratio_hi"]].tolist() == [2.0, 6.0]
     assert ratios.loc["HalfCheetah-v5", ["ratio_lo", "ratio_hi"]].tolist() == [0.5, 0.5]
     assert pd.isna(ratios.loc["Walker2d-v5", "repaired"])  # no undelayed PPO run
+    assert ratios.loc["Hopper-v5", ["over_blind", "over_blind_lo", "over_blind_hi", "n_blind"]].tolist() == [
+        2.0, 2.0, 2.0, 2]  # GASIL 2000 ÷ blind D 1000 on both seeds
+    assert pd.isna(ratios.loc["Walker2d-v5", "over_blind"]) and ratios.loc["Walker2d-v5", "n_blind"] == 0
+    assert pd.isna(ratios.loc["geometric mean", "over_blind"])  # not every task has its control
 
 
 @pytest.mark.parametrize(("num", "den"),
@@ -162,7 +186,8 @@ def test_heldout_report_writes_the_tables_and_the_figure(tmp_path):
     for run in plan:
         if run.seed in (101, 102):
             Path(run.csv_path).parent.mkdir(parents=True, exist_ok=True)
-            value = level[run.agent] + run.seed - 101 + (100.0 if "alpha0.2" in run.setting else 0.0)
+            value = level[run.agent] + run.seed - 101 + (100.0 if "alpha0.2" in run.setting else 0.0) - (
+                1000.0 if "dlr1e-12" in run.setting else 0.0)
             pd.DataFrame({"run": run.name, "step": np.arange(1, 31) * 1000,
                           "true_return": np.full(30, value)}).to_csv(run.csv_path, index=False)
     assert main(["--heldout", "--report-only", "--results-dir", str(tmp_path),
@@ -179,8 +204,12 @@ def test_heldout_report_writes_the_tables_and_the_figure(tmp_path):
     assert (heldout / "fig6.png").stat().st_size > 0 and (heldout / "fig6.csv").exists()
     finals = pd.read_csv(heldout / "fig6_final.csv")
     hopper = finals[finals.panel == "Hopper-v5, delayed20"].set_index("curve")
-    assert list(hopper.index) == ["PPO+GASIL (single setting)", "PPO+GASIL (task's setting)", "PPO",
-                                  "PPO+SIL", "PPO+BC", "PPO, undelayed"]
+    assert list(hopper.index) == ["PPO+GASIL (single setting)", "PPO+GASIL (task's setting)",
+                                  "PPO+GASIL, blind D (control)", "PPO", "PPO+SIL", "PPO+BC",
+                                  "PPO, undelayed"]
+    assert hopper.loc["PPO+GASIL, blind D (control)", "final_mean"] == 1000.5
+    assert ratios.loc["Walker2d-v5", "over_blind"] == pytest.approx(2000.5 / 1000.5)
+    assert ratios.loc["geometric mean", "over_blind"] == pytest.approx(2000.5 / 1000.5)
     assert hopper.loc["PPO+GASIL (task's setting)", "final_mean"] == 2100.5
     assert hopper.loc["PPO", "setting"] == "delayed20+lr0.0003"
     assert hopper.loc["PPO+SIL", "final_mean"] == 1500.5
