@@ -16,7 +16,9 @@ Protocol (all at ``--total-timesteps``, 500k by default, on the delayed tasks):
    mean over tasks of seed 1. Every candidate runs seed 2 on every task.
 3. Choice (``screen.json``): per task the candidate with the best mean of seeds 1–2; one single setting
    with the best geometric mean over tasks of those means; PPO's learning rate per task by the mean of
-   seeds 1–2. These are frozen before any held-out seed runs.
+   seeds 1–2. These are frozen before any held-out seed runs. (``--report-only`` mid-screening writes a
+   provisional ``screen.json`` from what has finished; ``--heldout`` refuses it while any candidate lacks
+   a seed on a task.)
 
 4. Held-out evaluation (``--heldout``), from ``screen.json`` only, at ``--heldout-timesteps`` (1M) in
    ``--heldout-dir``: PPO (its learning rate per task) and PPO+GASIL (the single setting, and each
@@ -58,7 +60,8 @@ from experiments.runner import run_all, write_manifest  # noqa: E402
 from experiments.sweep import SEARCH_SPACE, ParamName, trial_setting  # noqa: E402
 
 __all__ = ["Args", "sample_trials", "plan_stage1", "plan_stage2", "choose", "plan_heldout", "heldout_table",
-           "heldout_ratios", "heldout_panels", "ratio_interval", "blind_d", "BLIND_D_LR", "main"]
+           "heldout_ratios", "heldout_panels", "ratio_interval", "blind_d", "unscreened", "BLIND_D_LR",
+           "main"]
 
 BLIND_D_LR = 1e-12
 """D's learning rate in the blind-D control: Adam's steps of about 1e-12 leave D at its random
@@ -206,6 +209,18 @@ def choose(args: Args, results: pd.DataFrame, candidates: Sequence[str]) -> dict
         "gasil_table": table.round(1).to_dict(),
         "ppo_table": ppo.round(1).to_dict(),
     }
+
+
+def unscreened(choice: dict, tasks: Sequence[str]) -> list[str]:
+    """The (task, candidate) pairs of `choice` (a ``screen.json``) without a mean of seeds 1–2.
+
+    ``--report-only`` writes ``screen.json`` from whatever has finished, so a file written mid-screening
+    holds a choice among some candidates only; the held-out stage must not start from it.
+    """
+    table = choice.get("gasil_table", {})
+    return [f"{task} {setting}" for setting in choice.get("candidates", []) for task in tasks
+            if not isinstance(table.get(task, {}).get(setting), (int, float))
+            or math.isnan(table[task][setting])]
 
 
 def plan_heldout(args: Args, choice: dict) -> list[Run]:
@@ -368,6 +383,10 @@ def _heldout(args: Args) -> int:
     choice = json.loads(choice_path.read_text())
     if not choice.get("single") or set(choice.get("ppo", {})) < set(args.tasks):
         raise SystemExit(f"{choice_path} has no complete choice yet (single setting and PPO's rates)")
+    missing = unscreened(choice, args.tasks)
+    if missing:
+        raise SystemExit(f"{choice_path} was written before the screening finished ({len(missing)} candidate "
+                         f"runs without both seeds, e.g. {missing[0]}): finish it, then the choice is frozen")
     plan = plan_heldout(args, choice)
     if args.dry_run:
         for run in plan:

@@ -56,8 +56,8 @@ def frame(values: dict[tuple[str, str, str, int], float]) -> pd.DataFrame:
                          for (a, t, s, seed), v in values.items()])
 
 
-def test_candidates_and_choice_by_hand():
-    args = Args(top=1)
+def by_hand_results() -> tuple[dict, dict, dict]:
+    """Seed-1 and seed-2 objectives of settings A, B, C, and PPO's (agent, task, setting, seed) -> value."""
     seed1 = {  # setting A best on Hopper, B on Walker2d and HalfCheetah; C best geometric mean
         ("ppo_gasil", "Hopper-v5", "A", 1): 3000, ("ppo_gasil", "Walker2d-v5", "A", 1): 10,
         ("ppo_gasil", "HalfCheetah-v5", "A", 1): 10,
@@ -66,16 +66,41 @@ def test_candidates_and_choice_by_hand():
         ("ppo_gasil", "Hopper-v5", "C", 1): 1000, ("ppo_gasil", "Walker2d-v5", "C", 1): 2000,
         ("ppo_gasil", "HalfCheetah-v5", "C", 1): 2000,
     }
-    assert plan_stage2(args, frame(seed1)) == ["A", "B", "C"]
     seed2 = {(a, t, s, 2): v / 2 if s == "A" else v for (a, t, s, _), v in seed1.items()}
     ppo = {("ppo", t, f"delayed20+lr{lr}", seed): v for t in TASKS for seed in (1, 2)
            for lr, v in (("0.0003", 500), ("3e-05", 100))}
     ppo[("ppo", "Hopper-v5", "delayed20+lr3e-05", 1)] = 2000
+    return seed1, seed2, ppo
+
+
+def test_candidates_and_choice_by_hand():
+    args = Args(top=1)
+    seed1, seed2, ppo = by_hand_results()
+    assert plan_stage2(args, frame(seed1)) == ["A", "B", "C"]
     choice = choose(args, frame({**seed1, **seed2, **ppo}), ["A", "B", "C"])
     assert choice["per_task"] == {"Hopper-v5": "A", "Walker2d-v5": "B", "HalfCheetah-v5": "B"}
     assert choice["single"] == "C"  # geometric means of the seed 1-2 means: A 50, B 965, C 1587
     assert choice["ppo"]["Hopper-v5"] == "delayed20+lr3e-05"  # mean of seeds 1-2: 1050 > 500
     assert choice["ppo"]["Walker2d-v5"] == "delayed20+lr0.0003"
+
+
+def test_heldout_refuses_a_choice_written_before_the_screening_finished(tmp_path):
+    """--report-only mid-screening writes a screen.json among the candidates that have both seeds only."""
+    from experiments.screen import unscreened
+
+    seed1, seed2, ppo = by_hand_results()
+    del seed2[("ppo_gasil", "Walker2d-v5", "B", 2)]  # still running
+    early = {"candidates": ["A", "B", "C"], **choose(Args(top=1), frame({**seed1, **seed2, **ppo}),
+                                                      ["A", "B", "C"])}
+    early = json.loads(json.dumps(early))  # as screen.json holds it (NaN where a mean is missing)
+    assert early["single"] == "C"  # a choice exists, but B never had its chance on Walker2d
+    assert unscreened(early, TASKS) == ["Walker2d-v5 B"]
+    (tmp_path / "screen.json").write_text(json.dumps(early))
+    with pytest.raises(SystemExit, match=r"before the screening finished \(1 candidate runs.*Walker2d-v5 B"):
+        main(["--heldout", "--results-dir", str(tmp_path), "--dry-run"])
+    complete = {"candidates": ["A", "B", "C"], **choose(Args(top=1), frame({**seed1, **seed2, **ppo,
+                ("ppo_gasil", "Walker2d-v5", "B", 2): 3000}), ["A", "B", "C"])}
+    assert unscreened(json.loads(json.dumps(complete)), TASKS) == []
 
 
 def test_heldout_uses_only_the_frozen_choice_and_fresh_seeds(tmp_path):
