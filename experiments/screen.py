@@ -41,7 +41,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -76,7 +75,7 @@ def blind_d(setting: str) -> str:
     >>> blind_d("delayed20")
     'delayed20+dlr1e-12'
     """
-    parts = [p for p in setting.split("+") if not re.fullmatch(r"dlr[0-9.]+(?:e-?\d+)?", p)]
+    parts = [p for p in parse_setting(setting)[0].split("+") if not p.startswith("dlr")]  # canonical parts
     return parse_setting("+".join(parts + [f"dlr{BLIND_D_LR:g}"]))[0]
 
 
