@@ -23,8 +23,10 @@ from gasil_wrappers.persistence import (
     env_state_dict,
     load_env_state,
     load_env_state_dict,
+    load_gasil_state,
     load_vector_env_state_dict,
     save_env_state,
+    save_gasil_state,
     vector_env_state_dict,
 )
 from gasil_wrappers.ray_owner import GASILOwnerError, RayGASILOwner  # imports Ray only when used
@@ -55,12 +57,14 @@ __all__ = [
     "has_stack",
     "load_env_state",
     "load_env_state_dict",
+    "load_gasil_state",
     "load_vector_env_state_dict",
     "make_env",
     "make_eval_env",
     "make_vec_stack",
     "register_envs",
     "save_env_state",
+    "save_gasil_state",
     "vector_env_state_dict",
     "wrap_stack",
 ]

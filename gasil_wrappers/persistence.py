@@ -3,8 +3,10 @@
 - :func:`env_state_dict` / :func:`load_env_state_dict`: one env, walked from the outermost wrapper to
   the base env.
 - :func:`vector_env_state_dict` / :func:`load_vector_env_state_dict`: every sub-env of a
-  ``SyncVectorEnv``, with the GASIL owners they share saved once.
+  ``SyncVectorEnv`` and the vector wrappers around it, with the GASIL owners they share saved once.
 - :func:`save_env_state` / :func:`load_env_state`: the same to and from a file (atomic write).
+- :func:`gasil_state_dict` / :func:`save_gasil_state` (and their loaders): the GASIL part alone of a
+  batched wrapper whose sub-envs live in other processes (SB3's vec envs, ``AsyncVectorEnv``).
 - :func:`register_state_handler` / :func:`register_stateless`: teach it a wrapper or env of your own.
 
 Each layer's state is a dict under public, documented keys, never a copy of the object's attributes:
@@ -53,6 +55,9 @@ __all__ = [
     "ENV_STATE_VERSION",
     "attribute_handler",
     "env_state_dict",
+    "gasil_state_dict",
+    "load_gasil_state",
+    "load_gasil_state_dict",
     "load_env_state",
     "load_env_state_dict",
     "load_vector_env_state_dict",
@@ -60,12 +65,13 @@ __all__ = [
     "register_stateless",
     "save_atomically",
     "save_env_state",
+    "save_gasil_state",
     "torch_load_plain",
     "vector_env_state_dict",
 ]
 
 ENV_STATE_FORMAT = "gasil_wrappers.env_state"
-ENV_STATE_VERSION = 1
+ENV_STATE_VERSION = 2  # 2: a vector env's autoreset flags and vector wrappers; the "gasil" kind
 
 Save = Callable[[Any], dict]
 Load = Callable[[Any, dict], None]
@@ -374,12 +380,16 @@ def _chain_state(env: gym.Env) -> list[dict]:
 
 def _owners_of(*envs: gym.Env) -> list:
     """The GASIL owners in the chains of ``envs``, each once, in the order they are met."""
-    owners: list = []
-    for layer in (layer for env in envs for layer in _chain(env)):
-        owner = _owner(layer)
-        if owner is not None and not any(owner is seen for seen in owners):
-            owners.append(owner)
-    return owners
+    return _unique(_owner(layer) for env in envs for layer in _chain(env))
+
+
+def _unique(owners) -> list:
+    """``owners`` without None and without repeats (by identity), in order."""
+    out: list = []
+    for owner in owners:
+        if owner is not None and not any(owner is seen for seen in out):
+            out.append(owner)
+    return out
 
 
 def _check_header(state, what: str) -> None:
@@ -427,13 +437,18 @@ def _unlike(saved, current) -> str:
     return f"is a {theirs}, this code saves a {mine}"
 
 
+def _saved_classes(entries, what: str, where: str = "") -> list[str]:
+    """The class names in a saved list of layers or wrappers (``what`` names the list in the error)."""
+    try:
+        return [entry["class"] for entry in entries]
+    except (TypeError, KeyError) as e:
+        raise ValueError(f"{where}malformed list of {what} ({e!r})") from e
+
+
 def _load_chain(env: gym.Env, entries, where: str = "") -> None:
     layers = _chain(env)
     mine = [type(layer).__name__ for layer in layers]
-    try:
-        theirs = [entry["class"] for entry in entries]
-    except (TypeError, KeyError) as e:
-        raise ValueError(f"{where}malformed list of layers ({e!r})") from e
+    theirs = _saved_classes(entries, "layers", where)
     if mine != theirs:
         i = next((k for k, (a, b) in enumerate(zip(theirs, mine)) if a != b), min(len(mine), len(theirs)))
         raise ValueError(
@@ -504,32 +519,156 @@ def load_env_state_dict(env: gym.Env, state: dict, *, include_owners: bool = Tru
     _load_owners(_owners_of(env), state.get("owners"), include_owners)
 
 
-def vector_env_state_dict(envs: gym.vector.SyncVectorEnv) -> dict:
-    """:func:`env_state_dict` of every sub-env of a ``SyncVectorEnv``; shared GASIL owners saved once.
+_VECTOR_WRAPPER_ATTRIBUTES = {"env", "_observation_space", "_action_space", "_single_observation_space",
+                              "_single_action_space", "_metadata"}
 
-    ``{"format", "version", "kind": "sync_vector_env", "envs": [[layer, ...], ...], "owners": [...]}``.
-    The vector env's own next-step bookkeeping is not included: resume from the observations your
-    loop kept, at a step where no sub-env waits for an autoreset (``autoreset_mode=SAME_STEP`` never
-    does).
-    """
+
+def _vector_layers(envs, who: str) -> tuple[list, gym.vector.SyncVectorEnv]:
+    """The vector wrappers around ``envs``' innermost vector env (outermost first), and that env, which
+    must be a ``SyncVectorEnv``; each wrapper saves its state with ``state_dict()`` or holds none."""
+    wrappers = []
+    while isinstance(envs, getattr(gym.vector, "VectorWrapper", ())):
+        cls = type(envs)
+        has_methods = all(callable(getattr(cls, name, None)) for name in ("state_dict", "load_state_dict"))
+        if not has_methods and not set(vars(envs)) <= _VECTOR_WRAPPER_ATTRIBUTES:
+            raise ValueError(f"{who}: the vector wrapper {cls.__name__} ({cls.__module__}) holds state "
+                             "gasil_wrappers.persistence does not know how to save (give it "
+                             "state_dict()/load_state_dict() methods)")
+        wrappers.append(envs)
+        envs = envs.env
     if not isinstance(envs, gym.vector.SyncVectorEnv):
-        raise TypeError(f"vector_env_state_dict: needs a SyncVectorEnv (sub-envs in this process), got "
-                        f"{type(envs).__name__}")
+        hint = (": save the GASIL part alone with gasil_wrappers.persistence.save_gasil_state"
+                if wrappers and isinstance(getattr(wrappers[0], "core", None), _batched_core()) else "")
+        raise TypeError(f"{who}: needs a SyncVectorEnv (sub-envs in this process), or vector wrappers around "
+                        f"one, got {type(envs).__name__}{hint}")
+    return wrappers, envs
+
+
+def _wrapper_state(wrapper) -> dict:
+    return {"class": type(wrapper).__name__,
+            "state": wrapper.state_dict() if callable(getattr(type(wrapper), "state_dict", None)) else {}}
+
+
+def _wrapper_owner(wrapper):
+    state = vars(wrapper).get("state")
+    return state if getattr(state, "is_gasil_owner", False) else None
+
+
+def vector_env_state_dict(envs) -> dict:
+    """:func:`env_state_dict` of every sub-env of a ``SyncVectorEnv``, with the vector wrappers around it
+    (such as :class:`~gasil_wrappers.GASILVectorReward` from ``make_vec_stack(..., "sync")``); shared
+    GASIL owners saved once.
+
+    ``{"format", "version", "kind": "sync_vector_env", "envs": [[layer, ...], ...], "autoreset": [...],
+    "wrappers": [{"class", "state"}, ...], "owners": [...]}``: ``autoreset`` is, per sub-env, whether
+    its next step is a next-step autoreset (gymnasium >= 1.0; so any step can be saved), ``wrappers``
+    the vector wrappers from the outermost in. Resume from the observations your loop kept.
+    """
+    wrappers, inner = _vector_layers(envs, "vector_env_state_dict")
+    autoreset = getattr(inner, "_autoreset_envs", None)  # gymnasium >= 1.0: next-step bookkeeping
+    owners = _unique([*(_wrapper_owner(w) for w in wrappers), *_owners_of(*inner.envs)])
     return {"format": ENV_STATE_FORMAT, "version": ENV_STATE_VERSION, "kind": "sync_vector_env",
-            "envs": [_chain_state(env) for env in envs.envs],
-            "owners": _owner_states(_owners_of(*envs.envs))}
+            "envs": [_chain_state(env) for env in inner.envs],
+            "autoreset": None if autoreset is None else [bool(a) for a in autoreset],
+            "wrappers": [_wrapper_state(w) for w in wrappers],
+            "owners": _owner_states(owners)}
 
 
-def load_vector_env_state_dict(envs: gym.vector.SyncVectorEnv, state: dict) -> None:
-    """Restore :func:`vector_env_state_dict` into a ``SyncVectorEnv`` of the same sub-envs."""
+def load_vector_env_state_dict(envs, state: dict) -> None:
+    """Restore :func:`vector_env_state_dict` into a ``SyncVectorEnv`` of the same sub-envs (and vector
+    wrappers). Reads version 1 (no ``autoreset``, no ``wrappers``) too."""
     _check_header(state, "sync_vector_env")
+    wrappers, inner = _vector_layers(envs, "load_vector_env_state_dict")
     chains = state.get("envs")
-    if not isinstance(chains, list) or len(chains) != len(envs.envs):
+    if not isinstance(chains, list) or len(chains) != len(inner.envs):
         n = len(chains) if isinstance(chains, list) else chains
-        raise ValueError(f"the saved state has {n} sub-envs, this vector env {len(envs.envs)}")
-    for k, (env, chain) in enumerate(zip(envs.envs, chains)):
+        raise ValueError(f"the saved state has {n} sub-envs, this vector env {len(inner.envs)}")
+    saved_wrappers = state.get("wrappers", [])
+    mine = [type(w).__name__ for w in wrappers]
+    theirs = _saved_classes(saved_wrappers, "vector wrappers")
+    if mine != theirs:
+        raise ValueError(f"the saved vector wrappers are {theirs}, this vector env has {mine}")
+    autoreset = state.get("autoreset")
+    here = getattr(inner, "_autoreset_envs", None)
+    if autoreset is not None and (here is None or len(autoreset) != len(here)):
+        raise ValueError(f"the saved autoreset flags {autoreset!r} do not fit this vector env")
+    for k, (env, chain) in enumerate(zip(inner.envs, chains)):
         _load_chain(env, chain, where=f"sub-env {k}, ")
-    _load_owners(_owners_of(*envs.envs), state.get("owners"), True)
+    for wrapper, entry in zip(wrappers, saved_wrappers):
+        if callable(getattr(type(wrapper), "load_state_dict", None)):
+            try:
+                wrapper.load_state_dict(entry["state"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"vector wrapper {type(wrapper).__name__}: {e}") from e
+    if autoreset is not None:
+        here[:] = np.array(autoreset, dtype=bool)
+    owners = _unique([*(_wrapper_owner(w) for w in wrappers), *_owners_of(*inner.envs)])
+    _load_owners(owners, state.get("owners"), True)
+
+
+# --- the GASIL part of a batched wrapper whose sub-envs live elsewhere -------------------------------------
+def _batched_core():
+    from gasil_wrappers.vector import BatchedGASIL  # here: vector.py imports state.py, which is heavier
+
+    return BatchedGASIL
+
+
+def _batched_wrapper(envs, who: str):
+    """The batched GASIL wrapper in ``envs`` or under the vector wrappers around it (``VecNormalize``...)."""
+    core, wrapper = _batched_core(), envs
+    while wrapper is not None and not isinstance(vars(wrapper).get("core"), core):
+        wrapper = vars(wrapper).get("venv", vars(wrapper).get("env"))  # SB3's VecEnvWrapper, gymnasium's
+    if wrapper is None:
+        raise TypeError(f"{who}: needs a batched GASIL wrapper (GASILVectorReward, or the SB3 "
+                        f"GASILVecEnvWrapper), or wrappers around one; {type(envs).__name__} has none (for "
+                        "the per-env stack use save_env_state)")
+    return wrapper
+
+
+def gasil_state_dict(wrapper) -> dict:
+    """The GASIL part of a batched wrapper, whatever vector env it wraps: its own state (episodes in
+    progress, env-reward scale) and its owner's (buffer, D, its trainer). ``wrapper`` may also be a
+    vector wrapper around it (SB3's ``VecNormalize``, ...): the batched wrapper is found inside.
+
+    For vector envs whose sub-envs cannot be saved from here (SB3's ``SubprocVecEnv``, gymnasium's
+    ``AsyncVectorEnv``): ``{"format", "version", "kind": "gasil", "wrapper": {"class", "state"},
+    "owners": [...]}``. After loading it, reset the vector env (SB3's ``learn()`` does): the sub-envs
+    start new episodes, and the episodes that were in progress when it was saved enter the buffer as
+    cut (as if truncated at their last recorded step, without the delayed reward not yet paid then).
+    """
+    wrapper = _batched_wrapper(wrapper, "gasil_state_dict")
+    return {"format": ENV_STATE_FORMAT, "version": ENV_STATE_VERSION, "kind": "gasil",
+            "wrapper": _wrapper_state(wrapper), "owners": _owner_states([wrapper.state])}
+
+
+def load_gasil_state_dict(wrapper, state: dict) -> None:
+    """Restore :func:`gasil_state_dict` into a batched wrapper of as many sub-envs and the same config."""
+    wrapper = _batched_wrapper(wrapper, "load_gasil_state_dict")
+    _check_header(state, "gasil")
+    entry = state.get("wrapper")
+    if not isinstance(entry, dict) or entry.get("class") != type(wrapper).__name__:
+        found = entry.get("class") if isinstance(entry, dict) else type(entry).__name__
+        raise ValueError(f"the state is of a {found}, this is a {type(wrapper).__name__}")
+    owners = state.get("owners")
+    if not isinstance(owners, list) or len(owners) != 1:
+        raise ValueError("the state must hold exactly one GASIL owner")
+    snapshot = copy.deepcopy(wrapper.state_dict())
+    wrapper.load_state_dict(entry["state"])  # checks before it changes anything
+    try:
+        _load_owners([wrapper.state], owners, True)
+    except ValueError:
+        wrapper.load_state_dict(snapshot)  # nothing lost: the wrapper as it was
+        raise
+
+
+def save_gasil_state(wrapper, path: str) -> None:
+    """Write :func:`gasil_state_dict` of a batched wrapper to ``path`` atomically."""
+    save_atomically(gasil_state_dict(wrapper), path)
+
+
+def load_gasil_state(wrapper, path: str) -> None:
+    """Restore a file written by :func:`save_gasil_state`; ``ValueError`` naming the file if it is not one."""
+    _load_file(path, "GASIL state", "save_gasil_state", lambda state: load_gasil_state_dict(wrapper, state))
 
 
 # --- files ---------------------------------------------------------------------------------------------
@@ -555,23 +694,27 @@ def save_atomically(obj, path: str) -> None:
     os.replace(tmp, path)
 
 
-def save_env_state(env: gym.Env | gym.vector.SyncVectorEnv, path: str) -> None:
-    """Write :func:`env_state_dict` (or :func:`vector_env_state_dict`) of ``env`` to ``path`` atomically."""
-    is_vector = isinstance(env, gym.vector.SyncVectorEnv)
+def save_env_state(env: gym.Env | gym.vector.VectorEnv, path: str) -> None:
+    """Write :func:`env_state_dict` (or, for a vector env, :func:`vector_env_state_dict`) of ``env`` to
+    ``path`` atomically."""
+    is_vector = isinstance(env, gym.vector.VectorEnv)
     save_atomically(vector_env_state_dict(env) if is_vector else env_state_dict(env), path)
 
 
-def load_env_state(env: gym.Env | gym.vector.SyncVectorEnv, path: str) -> None:
-    """Restore a file written by :func:`save_env_state`; ``ValueError`` naming the file if it is not one."""
+def _load_file(path: str, what: str, writer: str, load) -> None:
+    """``load(state)`` of the plain data in ``path``; ``ValueError`` naming the file on any failure."""
     try:
         state = torch_load_plain(path)
     except Exception as e:
-        raise ValueError(f"cannot read env state {path!r} (corrupt, or not written by save_env_state): "
+        raise ValueError(f"cannot read {what} {path!r} (corrupt, or not written by {writer}): "
                          f"{type(e).__name__}: {e}") from e
     try:
-        if isinstance(env, gym.vector.SyncVectorEnv):
-            load_vector_env_state_dict(env, state)
-        else:
-            load_env_state_dict(env, state)
+        load(state)
     except ValueError as e:
-        raise ValueError(f"env state {path!r}: {e}") from e
+        raise ValueError(f"{what} {path!r}: {e}") from e
+
+
+def load_env_state(env: gym.Env | gym.vector.VectorEnv, path: str) -> None:
+    """Restore a file written by :func:`save_env_state`; ``ValueError`` naming the file if it is not one."""
+    load = load_vector_env_state_dict if isinstance(env, gym.vector.VectorEnv) else load_env_state_dict
+    _load_file(path, "env state", "save_env_state", lambda state: load(env, state))

@@ -38,14 +38,16 @@ import functools
 
 import gymnasium as gym
 import numpy as np
+from stable_baselines3.common.callbacks import CheckpointCallback
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecEnvWrapper
 
 from gasil_wrappers.config import INFO_KEY, GASILConfig
+from gasil_wrappers.persistence import save_gasil_state
 from gasil_wrappers.state import GASILState
 from gasil_wrappers.vector import BatchedGASIL, _any  # _any: a.any() without numpy's Python layer
 
-__all__ = ["GASILVecEnvWrapper", "make_sb3_vec_env"]
+__all__ = ["GASILCheckpointCallback", "GASILVecEnvWrapper", "make_sb3_vec_env"]
 
 
 def _innermost(venv: VecEnv) -> VecEnv:
@@ -80,9 +82,25 @@ class GASILVecEnvWrapper(VecEnvWrapper):
         seeds = list(_innermost(self.venv)._seeds)  # what the coming reset uses (then SB3 clears them)
         obs = self.venv.reset()
         obs_rows = np.array(obs, dtype=np.float64).reshape(self.num_envs, -1)
+        infos = getattr(self.venv, "reset_infos", None) or [{}] * self.num_envs
         for j in range(self.num_envs):  # in sub-env order, like DummyVecEnv (the first seed seeds D)
-            self.core.begin_episode(j, obs_rows[j], seeds[j])
+            unpaid = infos[j].get(INFO_KEY, {}).get("cut_unpaid_reward", 0.0)  # a reset that cut an episode
+            self.core.begin_episode(j, obs_rows[j], seeds[j], unpaid)
         return obs
+
+    def state_dict(self) -> dict:
+        """This wrapper's part of the state between two steps (the owner, ``self.state``, is saved on its
+        own): ``core`` (:meth:`~gasil_wrappers.vector.BatchedGASIL.state_dict`). The sub-envs, in
+        worker processes, are not included. Save and restore it with the owner through
+        :func:`gasil_wrappers.persistence.save_gasil_state` / ``load_gasil_state``, or let
+        :class:`GASILCheckpointCallback` do it next to SB3's model checkpoints."""
+        return {"core": self.core.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (``ValueError``, and nothing changed, on one that does not fit)."""
+        if not isinstance(state, dict) or "core" not in state:
+            raise ValueError("GASILVecEnvWrapper: not a state of this wrapper (no 'core')")
+        self.core.load_state_dict(state["core"])
 
     def step_async(self, actions: np.ndarray) -> None:
         self.core.act(actions)  # checked before the sub-envs see them
@@ -164,3 +182,32 @@ def make_sb3_vec_env(env_id: str, n_envs: int, config: GASILConfig, *, vec_env_c
     return GASILVecEnvWrapper(venv, state if state is not None else GASILState(config))
 
 
+
+
+class GASILCheckpointCallback(CheckpointCallback):
+    """SB3's ``CheckpointCallback``, saving the GASIL state next to each model checkpoint.
+
+    Every ``save_freq`` calls it writes what ``CheckpointCallback`` writes (the model, and with
+    ``save_vecnormalize=True`` the ``VecNormalize`` statistics) and
+    ``{save_path}/{name_prefix}_gasil_{steps}_steps.pt``: the GASIL wrapper's episodes in progress and
+    env-reward scale, and its owner's buffer, D and trainer
+    (:func:`gasil_wrappers.persistence.save_gasil_state`). Resume with the same config::
+
+        venv = make_sb3_vec_env(env_id, n_envs, config)
+        load_gasil_state(venv, "ckpt/rl_model_gasil_100000_steps.pt")
+        venv = VecNormalize.load("ckpt/rl_model_vecnormalize_100000_steps.pkl", venv)
+        model = PPO.load("ckpt/rl_model_100000_steps.zip", env=venv)
+        model.learn(remaining_steps, reset_num_timesteps=False, callback=...)
+
+    ``learn()`` resets the sub-envs (new processes cannot continue the old episodes): the episodes in
+    progress at the checkpoint then enter the buffer as cut, and ``diagnostics()["cut_episodes"]``
+    counts them.
+    """
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self.save_freq == 0:
+            path = self._checkpoint_path("gasil_", extension="pt")
+            save_gasil_state(self.model.get_env(), path)  # finds the GASIL wrapper inside VecNormalize etc.
+            if self.verbose >= 2:
+                print(f"Saving GASIL state to {path}")
+        return super()._on_step()

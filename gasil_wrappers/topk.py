@@ -227,16 +227,27 @@ class EpisodeTape:
         rows = self.rows[start: self.size, j]
         return rows[:, : self.obs_dim], rows[:, self.obs_dim:], self.rew[start: self.size, j]
 
-    def load_episode(self, j: int, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
-        """Make ``obs, actions, rewards`` (one entry per step) env ``j``'s episode so far (a tape of one
-        env: a restored checkpoint)."""
-        t = len(rewards)
-        while t > len(self.rew):
+    def load(self, episodes: list) -> None:
+        """Make ``episodes[j]`` env ``j``'s episode so far (a restored checkpoint): an ``(obs, actions,
+        rewards)`` triple of arrays with one entry per step, or None for an env outside an episode.
+        Whatever the tape held is dropped."""
+        if len(episodes) != len(self.start):
+            raise ValueError(f"EpisodeTape: {len(episodes)} episodes for a tape of {len(self.start)} envs")
+        size = max((len(ep[2]) for ep in episodes if ep is not None), default=0)
+        while size > len(self.rew):
             self._grow()
-        obs_part, act_part = self.rows[:t, j, : self.obs_dim], self.rows[:t, j, self.obs_dim:]
-        obs_part[:], act_part[:] = obs.reshape(obs_part.shape), actions.reshape(act_part.shape)
-        self.rew[:t, j] = rewards
-        self.size, self.start[j] = t, 0
+        for j, episode in enumerate(episodes):
+            if episode is None:
+                self.start[j] = None
+                continue
+            obs, actions, rewards = episode
+            t, first = len(rewards), size - len(rewards)  # every episode ends at the last row
+            row = self.rows[first:size, j]
+            row[:, : self.obs_dim] = np.reshape(obs, (t, self.obs_dim))
+            row[:, self.obs_dim:] = np.reshape(actions, (t, row.shape[1] - self.obs_dim))
+            self.rew[first:size, j] = rewards
+            self.start[j] = first
+        self.size = size
 
 
 class TopKEpisodeRecorder(OwnerWrapper, gym.utils.RecordConstructorArgs):
@@ -292,7 +303,7 @@ class TopKEpisodeRecorder(OwnerWrapper, gym.utils.RecordConstructorArgs):
             raise ValueError(f"TopKEpisodeRecorder: a saved episode of observations {obs.shape}, actions "
                              f"{act.shape} and rewards {rew.shape} does not fit this env")
         OwnerWrapper.load_state_dict(self, state)
-        self._tape.load_episode(0, obs, act, rew)
+        self._tape.load([(obs, act, rew)])
 
     def begin_episode(self) -> None:
         self._tape.begin(0)

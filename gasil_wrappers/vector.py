@@ -87,20 +87,72 @@ class BatchedGASIL:
         self._scale = EnvRewardScale(c.env_reward_scale_gamma, num_envs=n) \
             if c.gasil and c.env_reward_scale == "normalized" else None
 
-    def begin_episode(self, j: int, obs_row: np.ndarray, seed: int | None = None) -> None:
+    def begin_episode(self, j: int, obs_row: np.ndarray, seed: int | None = None,
+                      unpaid: float = 0.0) -> None:
         """Sub-env ``j`` starts an episode from ``obs_row`` (a reset; its seed may seed D).
 
-        An episode of ``j`` still running is cut: it enters the buffer as if truncated at its last step
-        and is counted in ``diagnostics()["cut_episodes"]``, as the per-env recorder does."""
+        An episode of ``j`` still running is cut: it enters the buffer as if truncated at its last step,
+        with ``unpaid`` (the delayed reward its ``DelayedReward`` never paid, ``cut_unpaid_reward`` in
+        the reset's info) added there, and is counted in ``diagnostics()["cut_episodes"]``, as the
+        per-env recorder does."""
         state = self.state
         state.on_env_reset(self.who)
         if self._running[j] and self._tape.steps(j):
+            obs, act, rew = self._tape.episode(j)
+            rew[-1] += unpaid
             state.count_cut_episode()
-            state.add_episode(*self._tape.episode(j))
+            state.add_episode(obs, act, rew)
         state.seed_if_unset(seed)
         self._tape.begin(j)
         self._running[j] = True
         self._x[j, : self._od] = obs_row
+
+    def state_dict(self) -> dict:
+        """The sub-envs' part of what this core holds between two vector steps (the owner, shared, is
+        saved on its own): ``running`` (per sub-env: inside an episode), ``observations`` (the rows the
+        sub-envs act on next, float64, flat), ``episodes`` (per sub-env: the ``observations``,
+        ``actions`` and ``rewards`` of its episode in progress recorded so far, flat rows; empty outside
+        an episode) and ``env_reward_scale`` (the per-env :class:`~gasil_wrappers.reward.EnvRewardScale`'s
+        state, or None without one)."""
+        od, episodes = self._od, []
+        for j in range(self.num_envs):
+            obs, act, rew = self._tape.episode(j)
+            episodes.append({"observations": obs.copy(), "actions": act.copy(), "rewards": rew.copy()})
+        scale = None if self._scale is None else self._scale.state_dict()
+        return {"running": self._running.tolist(), "observations": self._x[:, :od].copy(),
+                "episodes": episodes, "env_reward_scale": scale}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` into a core of as many sub-envs of the same spaces and config;
+        ``ValueError`` (and nothing changed) on one that does not fit."""
+        n, od, ad = self.num_envs, self._od, self.state.act_dim
+        try:
+            running = np.array(state["running"], dtype=bool)
+            rows = np.array(state["observations"], dtype=np.float64)
+            keys = ("observations", "actions", "rewards")
+            episodes = [tuple(np.array(ep[k], dtype=np.float64) for k in keys) for ep in state["episodes"]]
+            scale = state["env_reward_scale"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{self.who}: malformed state ({type(e).__name__}: {e})") from e
+        if running.shape != (n,) or rows.shape != (n, od) or len(episodes) != n:
+            saved = running.shape[0] if running.ndim else "?"
+            raise ValueError(f"{self.who}: a state of {saved} sub-envs with observations {rows.shape}, this "
+                             f"wrapper has {n} sub-envs of {od} dims")
+        for j, (obs, act, rew) in enumerate(episodes):
+            t = len(rew)
+            if obs.shape != (t, od) or act.shape != (t, ad) or rew.shape != (t,) or (t and not running[j]):
+                raise ValueError(f"{self.who}: sub-env {j}'s saved episode (observations {obs.shape}, "
+                                 f"actions {act.shape}, rewards {rew.shape}, running {bool(running[j])}) "
+                                 "does not fit")
+        if (scale is None) != (self._scale is None):
+            raise ValueError(f"{self.who}: the state was saved with env_reward_scale "
+                             f"{'raw' if scale is None else 'normalized'}, this config has the other")
+        if self._scale is not None:
+            self._scale.load_state_dict(scale)  # checks its own shape first
+        self._tape.load([ep if running[j] else None for j, ep in enumerate(episodes)])
+        self._running = running
+        self._x[:, :od] = rows
+        self._ahead = None
 
     def act(self, actions, stepped: np.ndarray | None = None) -> None:
         """The policy chose ``actions`` (one row per sub-env) on the current observations: check the rows
@@ -261,6 +313,24 @@ class GASILVectorReward(_VectorWrapper if _AVAILABLE else object):
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
         self._mode = self._autoreset_mode(env)
 
+    def state_dict(self) -> dict:
+        """This wrapper's part of the state between two vector steps (the owner, ``self.state``, is saved
+        on its own): ``core`` (:meth:`BatchedGASIL.state_dict`) and ``autoreset`` (per sub-env: its next
+        step is a next-step autoreset, not a policy step). Save and restore the whole vector env with
+        :func:`gasil_wrappers.save_env_state` / :func:`~gasil_wrappers.load_env_state` (sync sub-envs),
+        or the GASIL part alone with :func:`gasil_wrappers.persistence.save_gasil_state`."""
+        return {"core": self.core.state_dict(), "autoreset": self._autoreset.tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (``ValueError``, and nothing changed, on one that does not fit)."""
+        autoreset = np.array(state.get("autoreset") if isinstance(state, dict) else None, dtype=object)
+        if autoreset.shape != (self.num_envs,) or not all(isinstance(a, (bool, np.bool_)) for a in autoreset):
+            raise ValueError(f"GASILVectorReward: 'autoreset' must be {self.num_envs} bools")
+        if "core" not in state:
+            raise ValueError("GASILVectorReward: not a state of this wrapper (no 'core')")
+        self.core.load_state_dict(state["core"])
+        self._autoreset = autoreset.astype(bool)
+
     @staticmethod
     def _autoreset_mode(env) -> str:
         mode = env.metadata.get("autoreset_mode", _NEXT_STEP)  # gymnasium 1.0: next-step only
@@ -273,8 +343,9 @@ class GASILVectorReward(_VectorWrapper if _AVAILABLE else object):
         mask = (options or {}).get("reset_mask")
         which = range(n) if mask is None else np.flatnonzero(mask)
         obs_rows = np.array(obs, dtype=np.float64).reshape(n, -1)
+        unpaid = _cut_unpaid(infos, n)
         for j in which:  # in sub-env order, like SyncVectorEnv (the first seed seeds D)
-            self.core.begin_episode(j, obs_rows[j], seeds[j])
+            self.core.begin_episode(j, obs_rows[j], seeds[j], unpaid[j])
             self._autoreset[j] = False
         return obs, infos
 
@@ -306,6 +377,15 @@ class GASILVectorReward(_VectorWrapper if _AVAILABLE else object):
             for j in np.flatnonzero(done):  # the returned obs is already the reset one
                 self.core.begin_episode(j, obs_rows[j])
         return obs, rewards_out, terminations, truncations, infos
+
+
+def _cut_unpaid(infos: dict, n: int) -> np.ndarray:
+    """Per sub-env, the delayed reward a reset cut off (``DelayedReward``'s ``cut_unpaid_reward`` in the
+    vector reset's infos), 0 where none was."""
+    diag = infos.get(INFO_KEY, {}) if isinstance(infos, dict) else {}
+    if "cut_unpaid_reward" not in diag:
+        return np.zeros(n)
+    return np.where(diag["_cut_unpaid_reward"], diag["cut_unpaid_reward"], 0.0).astype(np.float64)
 
 
 def _task_stack(env: gym.Env, config: GASILConfig) -> gym.Env:

@@ -187,3 +187,69 @@ def test_scores_computed_ahead_are_dropped_when_a_round_took_effect_since():
     _, _, _, infos = venv.step_wait()
     assert [info["gasil"]["discriminator_reward"] for info in infos] == new.tolist()
     venv.close()
+
+
+def test_checkpoint_callback_saves_the_gasil_state_and_a_resumed_run_continues_from_it(tmp_path):
+    """GASILCheckpointCallback writes the GASIL state beside SB3's model and VecNormalize files; loaded
+    into a new vec env (through VecNormalize) it restores the owner and the episodes in progress, which
+    enter the buffer as cut when the resumed learn() resets the sub-envs."""
+    from stable_baselines3 import PPO
+
+    from gasil_wrappers.persistence import load_gasil_state, torch_load_plain
+    from gasil_wrappers.sb3 import GASILCheckpointCallback
+
+    config = GASILConfig(gasil=True, delay=5, d_every=64, d_apply_lag=0, buffer_steps=300, seed=0,
+                         env_reward_scale="normalized")
+
+    def venv_of(n=2):
+        return make_sb3_vec_env("Pendulum-v1", n, config.replace(group=f"sb3-ckpt-{next(_groups)}"),
+                                vec_env_cls=DummyVecEnv, env_kwargs={"max_episode_steps": 50})
+
+    venv = venv_of()
+    model = PPO("MlpPolicy", VecNormalize(venv), n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    model.learn(384, callback=GASILCheckpointCallback(save_freq=130, save_path=str(tmp_path),
+                                                      save_vecnormalize=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "rl_model_260_steps.zip", "rl_model_gasil_260_steps.pt", "rl_model_vecnormalize_260_steps.pkl"]
+    saved = torch_load_plain(str(tmp_path / "rl_model_gasil_260_steps.pt"))
+    assert saved["kind"] == "gasil" and saved["wrapper"]["class"] == "GASILVecEnvWrapper"
+    owner = saved["owners"][0]
+    assert owner["rounds"] > 0 and owner["policy_steps"] == 260  # D trained before the checkpoint
+    in_progress = [len(ep["rewards"]) for ep in saved["wrapper"]["state"]["core"]["episodes"]]
+    assert in_progress == [30, 30]  # 260 steps of 2 envs = 2 x 130 = 2 x (2 episodes of 50 + 30 steps)
+
+    wrong = venv_of(n=3)
+    with pytest.raises(ValueError, match="2 sub-envs|3 sub-envs"):
+        load_gasil_state(wrong, str(tmp_path / "rl_model_gasil_260_steps.pt"))
+    assert wrong.state.rounds == 0 and len(wrong.state.buffer) == 0
+
+    resumed = venv_of()
+    load_gasil_state(VecNormalize(resumed), str(tmp_path / "rl_model_gasil_260_steps.pt"))  # found inside
+    assert (resumed.state.rounds, resumed.state.policy_steps) == (owner["rounds"], 260)
+    assert resumed.core._scale.state_dict() == saved["wrapper"]["state"]["core"]["env_reward_scale"]
+    arrivals = resumed.state.buffer._arrivals
+    venv_norm = VecNormalize.load(str(tmp_path / "rl_model_vecnormalize_260_steps.pkl"), resumed)
+    model = PPO.load(str(tmp_path / "rl_model_260_steps.zip"), env=venv_norm, device="cpu")
+    model.learn(128, reset_num_timesteps=False)
+    assert resumed.state.cut_episodes == 2 and resumed.state.buffer._arrivals >= arrivals + 2
+    assert resumed.state.policy_steps == model.num_timesteps > 260  # counted on from the checkpoint
+
+
+def test_a_reset_that_cuts_episodes_records_them_as_the_per_env_stack_does():
+    """SB3 resets every sub-env at the start of learn() and of an evaluation: the episodes it cuts enter
+    the buffer with the delayed reward never paid added at their last step, as under the per-env stack."""
+    config = GASILConfig(gasil=True, delay=7, d_every=10_000, buffer_steps=1000, gamma=1.0, seed=0)
+    actions = np.random.default_rng(5).uniform(-2, 2, (25, 3, 1)).astype(np.float32)
+    ref = DummyVecEnv([functools.partial(lambda c: wrap_stack(gym.make("Pendulum-v1"), c),
+                                         config.replace(group="sb3-cut-ref"))] * 3)
+    venv = make_sb3_vec_env("Pendulum-v1", 3, config.replace(group="sb3-cut"), vec_env_cls=DummyVecEnv)
+    for v in (ref, venv):
+        v.seed(0)
+        v.reset()
+        for a in actions:  # 25 steps: 4 of them unpaid under a delay of 7
+            v.step(a)
+        v.reset()
+    ref_state = find_state(ref.envs[0])
+    assert ref_state.cut_episodes == venv.state.cut_episodes == 3
+    assert [e.ret for e in venv.state.buffer.episodes] == [e.ret for e in ref_state.buffer.episodes]
+    assert all(e.rewards[-1] != 0 for e in venv.state.buffer.episodes)  # the unpaid reward is there

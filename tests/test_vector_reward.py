@@ -190,3 +190,117 @@ def test_a_bad_action_is_refused_before_the_sub_envs_step():
     assert [env.t for env in envs.env.envs] == [0, 0] and envs.state.policy_steps == 0
     envs.step(np.zeros((2, 2), dtype=np.float32))  # the vector env is still usable
     assert [env.t for env in envs.env.envs] == [1, 1] and envs.state.policy_steps == 2
+
+
+# --- checkpoints --------------------------------------------------------------------------------------------
+def pendulum_vec(mode: str, scale: str = "raw", vectorization: str = "sync", n: int = 3, **config):
+    """make_vec_stack on 40-step Pendulum episodes, delay 7, a D that trains within the first 100 steps."""
+    config = GASILConfig(gasil=True, delay=7, d_every=64, d_apply_lag=0, buffer_steps=200, seed=0,
+                         env_reward_scale=scale, group=f"vector-ckpt-{next(_groups)}", **config)
+    return make_vec_stack("Pendulum-v1", n, config, vectorization_mode=vectorization,
+                          vector_kwargs={"autoreset_mode": mode}, max_episode_steps=40)
+
+
+def steps_of(envs, actions) -> list[tuple]:
+    return [tuple(np.copy(x) for x in envs.step(a)[:4]) for a in actions]
+
+
+@pytest.mark.parametrize("mode,scale,stop", [("NextStep", "raw", 163), ("NextStep", "normalized", 150),
+                                             ("SameStep", "normalized", 163)])
+def test_make_vec_stack_resumes_bitwise_from_a_checkpoint(tmp_path, mode, scale, stop):
+    """save_env_state on make_vec_stack(..., "sync"): sub-envs, autoreset flags, the GASIL wrapper's
+    episodes in progress and env-reward scale, and the owner; a fresh vector env continues bitwise."""
+    from gasil_wrappers import load_env_state, save_env_state
+
+    actions = np.random.default_rng(3).uniform(-2, 2, (300, 3, 1))
+    envs = pendulum_vec(mode, scale)
+    envs.reset(seed=0)
+    steps_of(envs, actions[:stop])
+    assert envs.state.rounds > 0 and all(envs.core._tape.steps(j) > 0 or envs._autoreset[j] for j in range(3))
+    if stop == 163 and mode == "NextStep":
+        assert envs._autoreset.all()  # every sub-env's episode ended at 163: the next step resets them
+    save_env_state(envs, str(tmp_path / "vec.pt"))
+    expected = steps_of(envs, actions[stop:])
+
+    other = pendulum_vec(mode, scale)
+    other.reset(seed=11)  # another start: everything must come from the file
+    steps_of(other, actions[:5])
+    load_env_state(other, str(tmp_path / "vec.pt"))
+    got = steps_of(other, actions[stop:])
+    for t, (a, b) in enumerate(zip(expected, got)):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b)), f"step {stop + t}"
+    assert (other.state.rounds, other.state.policy_steps) == (envs.state.rounds, envs.state.policy_steps)
+    assert same_d(other.state, envs.state)
+    assert [e.ret for e in other.state.buffer.episodes] == [e.ret for e in envs.state.buffer.episodes]
+
+
+def test_a_vector_checkpoint_that_does_not_fit_is_refused_and_changes_nothing(tmp_path):
+    from gasil_wrappers import load_env_state, save_env_state
+    from gasil_wrappers.persistence import torch_load_plain
+
+    envs = pendulum_vec("NextStep", "normalized")
+    envs.reset(seed=0)
+    steps_of(envs, np.zeros((90, 3, 1)))
+    save_env_state(envs, str(tmp_path / "vec.pt"))
+    for other, match in ((pendulum_vec("NextStep", "normalized", n=2), "2 sub-envs|3 sub-envs"),
+                         (pendulum_vec("NextStep", "raw"), "env_reward_scale")):
+        other.reset(seed=0)
+        steps_of(other, np.zeros((10, other.num_envs, 1)))
+        before = other.core.state_dict()
+        with pytest.raises(ValueError, match=match):
+            load_env_state(other, str(tmp_path / "vec.pt"))
+        assert other.state.policy_steps == 10 * other.num_envs
+        if other.num_envs == 3:  # the sub-envs loaded before the wrapper refused; the wrapper is as it was
+            assert np.array_equal(other.core.state_dict()["observations"], before["observations"])
+    saved = torch_load_plain(str(tmp_path / "vec.pt"))
+    core = saved["wrappers"][0]["state"]["core"]
+    core["episodes"][1]["rewards"] = np.zeros(3)  # 3 rewards for 12 observations
+    with pytest.raises(ValueError, match="sub-env 1's saved episode"):
+        envs.load_state_dict(saved["wrappers"][0]["state"])
+
+
+def test_the_gasil_part_of_an_async_vector_env_saves_and_loads(tmp_path):
+    """AsyncVectorEnv: the sub-envs live in workers, so save_env_state refuses and points to
+    save_gasil_state; that one restores the wrapper and the owner, and a reset enters the episodes that
+    were in progress into the buffer as cut."""
+    from gasil_wrappers import save_env_state
+    from gasil_wrappers.persistence import load_gasil_state, save_gasil_state
+
+    envs = pendulum_vec("NextStep", "normalized", vectorization="async")
+    envs.reset(seed=0)
+    steps_of(envs, np.zeros((100, 3, 1)))
+    with pytest.raises(TypeError, match="save_gasil_state"):
+        save_env_state(envs, str(tmp_path / "vec.pt"))
+    save_gasil_state(envs, str(tmp_path / "gasil.pt"))
+    in_progress = [envs.core._tape.steps(j) for j in range(3)]
+    other = pendulum_vec("NextStep", "normalized", vectorization="async")
+    load_gasil_state(other, str(tmp_path / "gasil.pt"))
+    assert same_d(other.state, envs.state) and other.state.rounds == envs.state.rounds
+    assert [other.core._tape.steps(j) for j in range(3)] == in_progress and min(in_progress) > 0
+    assert other.core._scale.state_dict() == envs.core._scale.state_dict()
+    arrivals = other.state.buffer._arrivals
+    other.reset(seed=1)
+    assert other.state.cut_episodes == 3 and other.state.buffer._arrivals == arrivals + 3
+    envs.close(), other.close()
+    with pytest.raises(ValueError, match="cannot read GASIL state"):
+        (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+        load_gasil_state(other, str(tmp_path / "bad.pt"))
+
+
+def test_a_reset_that_cuts_episodes_records_them_as_the_per_env_stack_does():
+    """A reset mid-episode: the batched wrapper enters each cut episode with the delayed reward it was
+    never paid added at its last step (DelayedReward's cut_unpaid_reward), as the per-env recorder does."""
+    config = GASILConfig(gasil=True, delay=7, d_every=10_000, buffer_steps=1000, gamma=1.0, seed=0)
+    actions = np.random.default_rng(5).uniform(-2, 2, (50, 3, 1))
+    ref = gym.vector.SyncVectorEnv([lambda: wrap_stack(gym.make("Pendulum-v1"), config.replace(
+        group="vector-cut-ref"))] * 3)
+    envs = make_vec_stack("Pendulum-v1", 3, config.replace(group="vector-cut"))
+    for venv in (ref, envs):
+        venv.reset(seed=0)
+        for a in actions[:25]:  # 25 steps: 4 of them unpaid under a delay of 7
+            venv.step(a)
+        venv.reset(seed=1)
+    ref_state = find_state(ref.envs[0])
+    assert ref_state.cut_episodes == envs.state.cut_episodes == 3
+    assert [e.ret for e in envs.state.buffer.episodes] == [e.ret for e in ref_state.buffer.episodes]
+    assert all(e.rewards[-1] != 0 for e in envs.state.buffer.episodes)  # the unpaid reward is there
