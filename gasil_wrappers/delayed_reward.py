@@ -91,9 +91,10 @@ class DelayedReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def state_dict(self) -> dict:
         """The episode in progress: ``running`` (inside an episode), ``step`` (steps since the reset),
-        ``pending_reward`` (accumulated, not paid yet) and ``episode_return`` (the true return so far)."""
+        ``pending_reward`` (accumulated, not paid yet) and ``episode_return`` (the true return so far);
+        and ``cut_episodes``."""
         return {"running": bool(self._running), "step": int(self._t), "pending_reward": float(self._pending),
-                "episode_return": float(self._return)}
+                "episode_return": float(self._return), "cut_episodes": int(self.cut_episodes)}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`."""
@@ -101,6 +102,7 @@ class DelayedReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._t = int(state["step"])
         self._pending = float(state["pending_reward"])
         self._return = float(state["episode_return"])
+        self.cut_episodes = int(state["cut_episodes"])
 
     def step(self, action):
         if not self._running:

@@ -71,7 +71,9 @@ __all__ = [
 ]
 
 ENV_STATE_FORMAT = "gasil_wrappers.env_state"
-ENV_STATE_VERSION = 2  # 2: a vector env's autoreset flags and vector wrappers; the "gasil" kind
+# 2: a vector env's autoreset flags and vector wrappers; the "gasil" kind; MuJoCo's kinematics and
+# DelayedReward's cut_episodes in the env layers (_ADDED_IN_V2: what a version-1 state stands for)
+ENV_STATE_VERSION = 2
 
 Save = Callable[[Any], dict]
 Load = Callable[[Any, dict], None]
@@ -261,15 +263,26 @@ def _mujoco_components():
     return mujoco, components
 
 
+# What mj_step computed from the positions at its start (mj_kinematics, mj_comPos, mj_comVel) and leaves
+# in mjData: one step behind qpos afterwards. Envs read some of it before their next mj_step (Ant's
+# torso xpos, Humanoid's mass centre from xipos): restored as saved, not recomputed from the new qpos.
+_KINEMATICS = ("xpos", "xquat", "xmat", "xipos", "ximat", "xanchor", "xaxis", "geom_xpos", "geom_xmat",
+               "site_xpos", "site_xmat", "cam_xpos", "cam_xmat", "light_xpos", "light_xdir", "subtree_com",
+               "cdof", "cinert", "cvel", "cdof_dot")
+
+
 def _save_mujoco(env) -> dict:
-    """The simulator state (time, qpos, qvel, act, warm start, controls, applied forces, mocap...)."""
+    """``simulator``: the simulator state (time, qpos, qvel, act, warm start, controls, applied forces,
+    mocap...); ``kinematics``: the body, geom and site frames and centres of mass as the last step left
+    them (``_KINEMATICS``)."""
     mujoco, components = _mujoco_components()
     simulator = {}
     for name, spec in components.items():
         value = np.empty(mujoco.mj_stateSize(env.model, spec))
         mujoco.mj_getState(env.model, env.data, value, spec)
         simulator[name] = value
-    return {"simulator": simulator}
+    kinematics = {name: _array(getattr(env.data, name)) for name in _KINEMATICS}
+    return {"simulator": simulator, "kinematics": kinematics}
 
 
 def _load_mujoco(env, state: dict) -> None:
@@ -287,6 +300,15 @@ def _load_mujoco(env, state: dict) -> None:
                              f"{mujoco.mj_stateSize(env.model, spec)}")
         mujoco.mj_setState(env.model, env.data, value, spec)
     mujoco.mj_forward(env.model, env.data)  # positions, contacts, sensors: consistent with the state
+    kinematics = state["kinematics"]  # None in a version-1 state: then the frames of the restored qpos
+    if kinematics is not None:
+        for name in _KINEMATICS:
+            value, here = np.asarray(kinematics[name], np.float64), getattr(env.data, name)
+            if value.shape != here.shape:
+                raise ValueError(f"MuJoCo {name} of shape {value.shape} does not fit this model's "
+                                 f"{here.shape}")
+        for name in _KINEMATICS:
+            getattr(env.data, name)[:] = kinematics[name]
 
 
 def attribute_handler(*names: str) -> tuple[Save, Load]:
@@ -428,7 +450,7 @@ def _unlike(saved, current) -> str:
     is left to the loader; a whole number may stand for a float)."""
     mine, theirs = _kind(current), _kind(saved)
     if "none" in (mine, theirs) or mine == theirs or (mine, theirs) == ("float", "int"):
-        if mine == "dict":
+        if mine == theirs == "dict":
             for key in set(current) & set(saved):
                 problem = _unlike(saved[key], current[key])
                 if problem:
@@ -445,7 +467,11 @@ def _saved_classes(entries, what: str, where: str = "") -> list[str]:
         raise ValueError(f"{where}malformed list of {what} ({e!r})") from e
 
 
-def _load_chain(env: gym.Env, entries, where: str = "") -> None:
+# Keys layers gained in version 2, and the value a version-1 state stands for.
+_ADDED_IN_V2 = {"cut_episodes": 0, "kinematics": None}
+
+
+def _load_chain(env: gym.Env, entries, where: str = "", version: int = ENV_STATE_VERSION) -> None:
     layers = _chain(env)
     mine = [type(layer).__name__ for layer in layers]
     theirs = _saved_classes(entries, "layers", where)
@@ -456,9 +482,13 @@ def _load_chain(env: gym.Env, entries, where: str = "") -> None:
             f"this env has {mine[i] if i < len(mine) else 'no layer'} (saved chain {theirs}, this env "
             f"{mine})")
     # Check every layer before changing any: other keys, or values of another kind than this code saves.
+    states = []
     for i, (layer, entry) in enumerate(zip(layers, entries)):
         state = entry.get("state") if isinstance(entry, dict) else None
         expected = _layer_state(layer, is_base=i == len(layers) - 1)
+        if version == 1 and isinstance(state, dict):
+            state = {**{k: v for k, v in _ADDED_IN_V2.items() if k in expected and k not in state}, **state}
+        states.append(state)
         if not isinstance(state, dict) or set(state) != set(expected):
             found = sorted(state) if isinstance(state, dict) else type(state).__name__
             raise ValueError(f"{where}layer {i} ({mine[i]}): saved keys {found}, this code saves "
@@ -467,9 +497,9 @@ def _load_chain(env: gym.Env, entries, where: str = "") -> None:
             problem = _unlike(state[key], expected[key])
             if problem:
                 raise ValueError(f"{where}layer {i} ({mine[i]}): {key!r} {problem} (corrupt?)")
-    for i, (layer, entry) in enumerate(zip(layers, entries)):
+    for i, (layer, state) in enumerate(zip(layers, states)):
         try:
-            _load_layer_state(layer, entry["state"], is_base=i == len(layers) - 1)
+            _load_layer_state(layer, state, is_base=i == len(layers) - 1)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
             raise ValueError(f"{where}layer {i} ({mine[i]}): cannot load its state ({type(e).__name__}: "
                              f"{e})") from e
@@ -515,7 +545,7 @@ def load_env_state_dict(env: gym.Env, state: dict, *, include_owners: bool = Tru
     Raises ``ValueError`` naming the layer on a chain of other classes, other keys or bad values.
     """
     _check_header(state, "env")
-    _load_chain(env, state.get("layers"))
+    _load_chain(env, state.get("layers"), version=state["version"])
     _load_owners(_owners_of(env), state.get("owners"), include_owners)
 
 
@@ -593,7 +623,7 @@ def load_vector_env_state_dict(envs, state: dict) -> None:
     if autoreset is not None and (here is None or len(autoreset) != len(here)):
         raise ValueError(f"the saved autoreset flags {autoreset!r} do not fit this vector env")
     for k, (env, chain) in enumerate(zip(inner.envs, chains)):
-        _load_chain(env, chain, where=f"sub-env {k}, ")
+        _load_chain(env, chain, where=f"sub-env {k}, ", version=state["version"])
     for wrapper, entry in zip(wrappers, saved_wrappers):
         if callable(getattr(type(wrapper), "load_state_dict", None)):
             try:

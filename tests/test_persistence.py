@@ -114,6 +114,30 @@ def test_hopper_id_stack_resumes_bitwise_mid_episode(run_utils):
     assert_same(drive(fresh, actions[200:]), expected)
 
 
+V5_TASKS = [task for task in gasil_wrappers.registration.MUJOCO_TASKS if f"{task}-v5" in gym.registry]
+
+
+@pytest.mark.parametrize("task", V5_TASKS)
+def test_every_mujoco_task_of_the_delayed_ids_resumes_bitwise(run_utils, task):
+    """Ant and Humanoid read body frames left by the last mj_step (torso xpos, the mass centre from
+    xipos) before the next one: those are saved as they were, not recomputed from the restored qpos
+    (which moved Ant's first reward after a resume by ~2e-5)."""
+    env = gym.make(f"gasil_wrappers:Delayed{task}-v5", max_episode_steps=150)
+    actions = np.random.default_rng(4).uniform(-0.4, 0.4, (300,) + env.action_space.shape)
+    env.reset(seed=0)
+    drive(env, actions[:37])
+    env.reset()  # a reset mid-episode: counted in DelayedReward.cut_episodes, which is saved
+    drive(env, actions[:61])
+    saved = env_state_dict(env)
+    expected = drive(env, actions[61:])
+    fresh = gym.make(f"gasil_wrappers:Delayed{task}-v5", max_episode_steps=150)
+    fresh.reset(seed=9)
+    load_env_state_dict(fresh, saved)
+    delayed = next(layer for layer in run_utils.wrapper_chain(fresh) if isinstance(layer, DelayedReward))
+    assert delayed.cut_episodes == 1
+    assert_same(drive(fresh, actions[61:]), expected)
+
+
 def point_mass_env(run_utils) -> gym.Env:
     return scripts_env(run_utils, "PointMass-v0", lambda: gasil_wrappers.make_env("PointMass-v0", GASILConfig(
         gasil=True, delay=7, obs_noise_std=0.1, d_every=50, d_apply_lag=10, buffer_steps=200, group=group())))
@@ -379,10 +403,10 @@ def test_unknown_stateful_wrappers_fail_loudly_and_stateless_ones_pass():
 
 # --- regression: checkpoints used to pickle every wrapper's __dict__ ----------------------------------------
 PUBLIC_KEYS = {
-    "DelayedReward": {"running", "step", "pending_reward", "episode_return"},
+    "DelayedReward": {"running", "step", "pending_reward", "episode_return", "cut_episodes"},
     "TimeLimit": {"elapsed_steps"},
     "NormalizeObservation": {"obs_rms", "update_running_mean"},
-    "HopperEnv": {"simulator", "np_random", "np_random_seed"},
+    "HopperEnv": {"simulator", "kinematics", "np_random", "np_random_seed"},
 }
 
 
