@@ -296,15 +296,16 @@ def ratio_interval(num: np.ndarray, den: np.ndarray, *, n_boot: int = 10_000, ci
 def heldout_ratios(args: Args, finals: pd.DataFrame, choice: dict) -> pd.DataFrame:
     """Per delayed task, from the per-run objectives (`finals`) of the held-out runs:
 
-    - ``ratio`` (``ratio_lo``, ``ratio_hi``: 95% bootstrap interval): PPO+GASIL with the single setting
-      ÷ PPO with its learning rate, issue 11's bar;
+    - ``ratio``: PPO+GASIL with the single setting ÷ PPO with its learning rate, issue 11's bar;
     - ``ratio_task``: the same with the task's own setting;
     - ``repaired``: PPO+GASIL (single) on the delayed task ÷ PPO on the undelayed one, how much of the
       delay's cost GASIL repairs (the stretch goal is ≥ 0.9);
     - ``ratio_undelayed``: PPO+GASIL (single, without the delay) ÷ PPO on the undelayed task, the check
-      before the setting may become a default;
-    - ``over_blind`` (``over_blind_lo``, ``over_blind_hi``): PPO+GASIL (single) ÷ the same setting with a
-      blind D, what imitation adds beyond −log D's bonus for staying alive (1.0: nothing).
+      before the setting may become a default ("not below PPO beyond seed noise": its interval);
+    - ``over_blind``: PPO+GASIL (single) ÷ the same setting with a blind D, what imitation adds beyond
+      −log D's bonus for staying alive (1.0: nothing).
+
+    Each ratio has its 95% bootstrap interval in ``<ratio>_lo`` and ``<ratio>_hi``.
 
     The last row holds the geometric means over tasks of ``ratio``, ``ratio_task`` and ``over_blind``
     (NaN unless every task's ratio is positive).
@@ -325,16 +326,17 @@ def heldout_ratios(args: Args, finals: pd.DataFrame, choice: dict) -> pd.DataFra
         ppo_plain = values("ppo", task, "plain")
         gasil_plain = values("ppo_gasil", task, _undelayed(args, single))
         blind = values("ppo_gasil", task, blind_d(single))
-        ratio, lo, hi = ratio_interval(gasil, ppo)
-        over_blind, blind_lo, blind_hi = ratio_interval(gasil, blind)
-        rows.append({"task": task, "ppo": mean(ppo), "ppo_gasil": mean(gasil), "ratio": ratio,
-                     "ratio_lo": lo, "ratio_hi": hi, "n_ppo": ppo.size, "n_gasil": gasil.size,
-                     "ppo_gasil_task": mean(gasil_own), "ratio_task": ratio_interval(gasil_own, ppo)[0],
-                     "ppo_undelayed": mean(ppo_plain), "repaired": ratio_interval(gasil, ppo_plain)[0],
+        def ratio(name: str, num: np.ndarray, den: np.ndarray) -> dict:
+            return dict(zip((name, f"{name}_lo", f"{name}_hi"), ratio_interval(num, den)))
+
+        rows.append({"task": task, "ppo": mean(ppo), "ppo_gasil": mean(gasil), **ratio("ratio", gasil, ppo),
+                     "n_ppo": ppo.size, "n_gasil": gasil.size,
+                     "ppo_gasil_task": mean(gasil_own), **ratio("ratio_task", gasil_own, ppo),
+                     "ppo_undelayed": mean(ppo_plain), **ratio("repaired", gasil, ppo_plain),
                      "ppo_gasil_undelayed": mean(gasil_plain),
-                     "ratio_undelayed": ratio_interval(gasil_plain, ppo_plain)[0],
-                     "ppo_gasil_blind": mean(blind), "over_blind": over_blind, "over_blind_lo": blind_lo,
-                     "over_blind_hi": blind_hi, "n_blind": blind.size})
+                     **ratio("ratio_undelayed", gasil_plain, ppo_plain),
+                     "ppo_gasil_blind": mean(blind), **ratio("over_blind", gasil, blind),
+                     "n_blind": blind.size})
     ratios = pd.DataFrame(rows)
 
     def geomean(column: str) -> float:

@@ -165,6 +165,9 @@ def test_heldout_ratios_by_hand():
     ratios = heldout_ratios(Args(), finals, choice).set_index("task")
     assert ratios["ratio"].tolist() == [2.0, 4.0, 0.5, pytest.approx(4.0 ** (1 / 3))]
     assert ratios.loc["Hopper-v5", "ratio_task"] == 3.0  # Hopper's own setting
+    # its interval: PPO's resampled means are 900, 1000 or 1100, the own setting's always 3000
+    assert ratios.loc["Hopper-v5", ["ratio_task_lo", "ratio_task_hi"]].tolist() == [
+        pytest.approx(3000 / 1100), pytest.approx(3000 / 900)]
     assert ratios.loc["Walker2d-v5", "ratio_task"] == 4.0  # no own setting: the single one
     assert ratios.loc["geometric mean", "ratio_task"] == pytest.approx(6.0 ** (1 / 3))
     assert ratios.loc["Hopper-v5", "repaired"] == 0.5 and ratios.loc["Hopper-v5", "ratio_undelayed"] == 0.5
