@@ -309,6 +309,9 @@ def load_checkpoint(path: str, args: Args, algo: str) -> dict:
         raise ValueError(f"{path!r} is a checkpoint of {ckpt.get('algo')}, not of {algo}")
     mine = {k: v for k, v in flat_args(dataclasses.asdict(args)).items() if k not in RUN_CONTROL}
     theirs = {k: v for k, v in flat_args(ckpt["args"]).items() if k not in RUN_CONTROL}
+    # A flag added since the checkpoint was written stands for its default (which keeps the old behaviour).
+    defaults = flat_args(dataclasses.asdict(type(args)()))
+    theirs.update({k: v for k, v in defaults.items() if k in mine and k not in theirs})
     diff = [f"{k}: checkpoint {theirs.get(k)!r}, this run {mine.get(k)!r}"
             for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
     if diff:

@@ -99,6 +99,8 @@ _COMPONENTS: dict[str, tuple[str, str, type]] = {
     "envreward": (r"raw|normalized", "--stack.env-reward-scale", str),
     # D's term: -log D (the paper's, >= 0: also a bonus for staying alive) or -logit D (0 at chance)
     "dreward": (r"neg_log_d|logit", "--stack.d-reward-form", str),
+    # what PPO does at a time limit (algos/ppo.py only): end the return there, or bootstrap V past it
+    "truncation": (r"end|bootstrap", "--truncation", str),
 }
 
 
@@ -148,6 +150,8 @@ def parse_setting(name: str) -> tuple[str, tuple[str, ...]]:
         del values["noise"]
     if values.get("envreward") == "raw":
         del values["envreward"]
+    if values.get("truncation") == "end":
+        del values["truncation"]
     parts, flags = [], []
     for kind, (_, flag, _) in _COMPONENTS.items():
         if kind in values:

@@ -105,7 +105,10 @@ def test_parse_setting_canonical_names_and_flags():
     assert parse_setting("dupdates5") == ("dupdates5", ("--stack.d-updates", "5"))
     assert parse_setting("lr3e-05+dlr0.0001+alpha1")[1] == (
         "--learning-rate", "3e-05", "--stack.d-lr", "0.0001", "--stack.alpha", "1")
-    for bad in ("delayedX", "wind3", "noise0.1+noise0.2"):
+    assert parse_setting("truncationbootstrap+delayed20") == (
+        "delayed20+truncationbootstrap", ("--stack.delay", "20", "--truncation", "bootstrap"))
+    assert parse_setting("delayed20+truncationend")[0] == "delayed20"  # the default adds nothing
+    for bad in ("delayedX", "wind3", "noise0.1+noise0.2", "truncationmaybe"):
         with pytest.raises(ValueError):
             parse_setting(bad)
 

@@ -225,3 +225,36 @@ def test_nan_observation_stops_with_a_clear_error(ppo):
     gym.register("TestNaNAfter20-v0", entry_point=NaNAfter20, disable_env_checker=True)
     with pytest.raises(FloatingPointError, match="non-finite"):
         train(ppo, "--env-id", "TestNaNAfter20-v0")
+
+
+def test_timeout_bootstrap_adds_gamma_v_of_the_observation_a_time_limit_cut_at(ppo):
+    class SumOfObs:  # V(s) = sum of s
+        def value(self, obs):
+            return obs.sum(-1)
+
+    final = np.empty(3, dtype=object)
+    final[:] = [np.array([1.0, 2.0]), np.array([10.0, 0.0]), None]
+    infos = {"final_obs": final, "_final_obs": np.array([True, True, False])}
+    # sub-env 0: truncated; 1: truncated and terminated on the same step (the end is real); 2: running
+    cut, bonus = ppo.timeout_bootstrap(SumOfObs(), infos, np.array([False, True, False]),
+                                       np.array([True, True, False]), gamma=0.9)
+    assert cut.tolist() == [0] and bonus.tolist() == [pytest.approx(2.7)]
+
+
+def test_truncation_flag_changes_training_and_old_checkpoints_still_resume(ppo, tmp_path):
+    """--truncation bootstrap changes what PPO learns on a task that only ever truncates (Pendulum); a
+    checkpoint written before the flag existed resumes as --truncation end, its behaviour then."""
+    flags = ["--env-id", "Pendulum-v1", "--save-model", "True"]
+    end = train(ppo, *flags, "--run-name", "end", group="trunc")
+    boot = train(ppo, *flags, "--run-name", "boot", "--truncation", "bootstrap", group="trunc")
+    a, b = weights(end["model_path"]), weights(boot["model_path"])
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    train(ppo, *flags, "--run-name", "old", "--checkpoint-every", "256", "--stop-after-steps", "256",
+          group="trunc")
+    ckpt = torch.load("runs/old/checkpoint.pt", weights_only=False)
+    del ckpt["args"]["truncation"]  # as older code wrote it
+    torch.save(ckpt, "runs/old/checkpoint.pt")
+    with pytest.raises(ValueError, match="truncation: checkpoint 'end', this run 'bootstrap'"):
+        train(ppo, *flags, "--truncation", "bootstrap", "--resume", "runs/old/checkpoint.pt", group="trunc")
+    resumed = train(ppo, *flags, "--resume", "runs/old/checkpoint.pt", group="trunc")
+    assert_same_weights(weights(end["model_path"]), weights(resumed["model_path"]))
