@@ -59,8 +59,8 @@ from experiments.runner import run_all, write_manifest  # noqa: E402
 from experiments.sweep import SEARCH_SPACE, ParamName, trial_setting  # noqa: E402
 
 __all__ = ["Args", "sample_trials", "plan_stage1", "plan_stage2", "choose", "plan_heldout", "heldout_table",
-           "heldout_ratios", "heldout_panels", "ratio_interval", "blind_d", "unscreened", "BLIND_D_LR",
-           "main"]
+           "heldout_ratios", "heldout_panels", "ratio_interval", "blind_d", "unscreened", "with_component",
+           "BLIND_D_LR", "main"]
 
 BLIND_D_LR = 1e-12
 """D's learning rate in the blind-D control: Adam's steps of about 1e-12 leave D at its random
@@ -121,6 +121,10 @@ class Args:
     blind_d_control: bool = True
     """held-out: also run the single setting with a blind D (`blind_d`) on every seed of the main
     comparison; PPO+GASIL ÷ blind-D measures what imitation adds beyond −log D's bonus for staying alive"""
+    add_setting: str = ""
+    """held-out: a variant of the evaluation, in its own --heldout-dir: this setting component (such as
+    truncationbootstrap) is added to every run of the frozen choice, PPO's and the undelayed check's
+    included. Only agents of algos/ppo.py run (PPO, PPO+GASIL): PPO+SIL and PPO+BC are left out"""
 
 
 def sample_trials(params: Sequence[str], num_trials: int, seed: int) -> list[dict]:
@@ -222,6 +226,29 @@ def unscreened(choice: dict, tasks: Sequence[str]) -> list[str]:
             or math.isnan(table[task][setting])]
 
 
+def with_component(choice: dict, component: str) -> dict:
+    """The frozen ``choice`` with the setting ``component`` added to every setting it names (canonical).
+
+    >>> with_component({"single": "delayed20+alpha0.2", "per_task": {"Hopper-v5": "delayed20"},
+    ...                 "ppo": {"Hopper-v5": "delayed20+lr0.0001"}}, "truncationbootstrap")["ppo"]
+    {'Hopper-v5': 'delayed20+lr0.0001+truncationbootstrap'}
+    """
+    if not component:
+        return choice
+
+    def add(setting: str) -> str:
+        return parse_setting(f"{setting}+{component}")[0]
+
+    return {**choice, "single": add(choice["single"]),
+            "per_task": {task: add(s) for task, s in choice.get("per_task", {}).items()},
+            "ppo": {task: add(s) for task, s in choice["ppo"].items()}}
+
+
+def _plain(args: Args) -> str:
+    """PPO's undelayed setting: ``plain``, with the variant's component."""
+    return parse_setting(f"plain+{args.add_setting}")[0]
+
+
 def plan_heldout(args: Args, choice: dict) -> list[Run]:
     """The held-out runs of the frozen choice (nothing here reads a held-out result).
 
@@ -248,9 +275,10 @@ def plan_heldout(args: Args, choice: dict) -> list[Run]:
                 plan += run("ppo_gasil", task, choice["per_task"][task], seed)
     for seed in half:
         for task in args.tasks:
-            plan += run("ppo_sil", task, args.base_setting, seed)
-            plan += run("ppo_bc", task, args.base_setting, seed)
-            plan += run("ppo", task, "plain", seed) + run("ppo_gasil", task, undelayed_single, seed)
+            if not args.add_setting:  # their scripts do not take the variant's flags
+                plan += run("ppo_sil", task, args.base_setting, seed)
+                plan += run("ppo_bc", task, args.base_setting, seed)
+            plan += run("ppo", task, _plain(args), seed) + run("ppo_gasil", task, undelayed_single, seed)
     return plan
 
 
@@ -323,7 +351,7 @@ def heldout_ratios(args: Args, finals: pd.DataFrame, choice: dict) -> pd.DataFra
         own = choice.get("per_task", {}).get(task, single)
         ppo, gasil = values("ppo", task, choice["ppo"][task]), values("ppo_gasil", task, single)
         gasil_own = values("ppo_gasil", task, own)
-        ppo_plain = values("ppo", task, "plain")
+        ppo_plain = values("ppo", task, _plain(args))
         gasil_plain = values("ppo_gasil", task, _undelayed(args, single))
         blind = values("ppo_gasil", task, blind_d(single))
         def ratio(name: str, num: np.ndarray, den: np.ndarray) -> dict:
@@ -367,14 +395,17 @@ def heldout_panels(args: Args, choice: dict) -> tuple[str, list]:
             curves.append(curve("ppo_gasil", own, f"{gasil} (task's setting)", "tab:purple"))
         if args.blind_d_control:
             curves.append(curve("ppo_gasil", blind_d(single), f"{gasil}, blind D (control)", "tab:brown"))
-        curves += [curve("ppo", choice["ppo"][task]), curve("ppo_sil", args.base_setting),
-                   curve("ppo_bc", args.base_setting), curve("ppo", "plain", "PPO, undelayed", "tab:gray")]
+        curves.append(curve("ppo", choice["ppo"][task]))
+        if not args.add_setting:
+            curves += [curve("ppo_sil", args.base_setting), curve("ppo_bc", args.base_setting)]
+        curves.append(curve("ppo", _plain(args), "PPO, undelayed", "tab:gray"))
         delayed.append(Panel(f"{task}, {args.base_setting}", task, tuple(curves)))
         undelayed.append(Panel(f"{task}, undelayed", task, (
             curve("ppo_gasil", _undelayed(args, single), f"{gasil} (single setting)"),
-            curve("ppo", "plain"))))
+            curve("ppo", _plain(args)))))
     seeds = f"held-out seeds {args.heldout_seeds[0]}–{args.heldout_seeds[-1]}"
-    return f"Figure 6 with the settings frozen by the screening ({seeds})", delayed + undelayed
+    variant = f", every run +{args.add_setting}" if args.add_setting else ""
+    return f"Figure 6 with the settings frozen by the screening ({seeds}{variant})", delayed + undelayed
 
 
 def _heldout(args: Args) -> int:
@@ -388,6 +419,7 @@ def _heldout(args: Args) -> int:
     if missing:
         raise SystemExit(f"{choice_path} was written before the screening finished ({len(missing)} candidate "
                          f"runs without both seeds, e.g. {missing[0]}): finish it, then the choice is frozen")
+    choice = with_component(choice, args.add_setting)
     plan = plan_heldout(args, choice)
     if args.dry_run:
         for run in plan:
@@ -410,7 +442,8 @@ def _heldout(args: Args) -> int:
         draw_panels(load_results(out), "heldout", title, panels, out / "fig6.png", n_boot=10_000,
                     last_n=args.last_n)
     meta = {"commit": os.environ.get("GASIL_COMMIT", ""), "choice": str(choice_path),
-            "screening_commit": choice.get("commit", ""), "seeds": list(args.heldout_seeds)}
+            "screening_commit": choice.get("commit", ""), "seeds": list(args.heldout_seeds),
+            "add_setting": args.add_setting}
     (Path(args.heldout_dir) / "heldout.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(ratios.to_string(index=False))
     return 0

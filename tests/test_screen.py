@@ -130,6 +130,25 @@ def test_heldout_uses_only_the_frozen_choice_and_fresh_seeds(tmp_path):
     assert len(without) == len(plan) - 30 and not any("dlr1e-12" in r.setting for r in without)
 
 
+def test_a_heldout_variant_adds_its_component_to_every_run_of_the_frozen_choice(tmp_path):
+    from experiments.screen import with_component
+
+    args = Args(results_dir=str(tmp_path), heldout_dir=str(tmp_path / "variant"),
+                add_setting="truncationbootstrap")
+    choice = {"single": "delayed20+lr0.0001+alpha0.2", "per_task": {"Hopper-v5": "delayed20+lr0.0003"},
+              "ppo": {t: "delayed20+lr0.0003" for t in TASKS}}
+    plan = plan_heldout(args, with_component(choice, args.add_setting))
+    count = pd.Series([(r.agent, r.setting) for r in plan]).value_counts().to_dict()
+    assert count == {("ppo", "delayed20+lr0.0003+truncationbootstrap"): 30,
+                     ("ppo_gasil", "delayed20+lr0.0001+alpha0.2+truncationbootstrap"): 30,
+                     ("ppo_gasil", "delayed20+lr0.0001+dlr1e-12+alpha0.2+truncationbootstrap"): 30,
+                     ("ppo_gasil", "delayed20+lr0.0003+truncationbootstrap"): 10,  # Hopper's own setting
+                     ("ppo", "truncationbootstrap"): 15,  # undelayed PPO
+                     ("ppo_gasil", "lr0.0001+alpha0.2+truncationbootstrap"): 15}  # SIL and BC left out
+    assert all("--truncation bootstrap" in " ".join(r.argv()) for r in plan)  # what ppo.py is given
+    assert with_component(choice, "") is choice
+
+
 @pytest.mark.parametrize(("setting", "blind"), [
     ("delayed20+lr0.0003+dupdates1+dlr0.0003+alpha0.2", "delayed20+lr0.0003+dupdates1+dlr1e-12+alpha0.2"),
     ("delayed20+dlr1e-05+envrewardnormalized", "delayed20+dlr1e-12+envrewardnormalized"),
