@@ -22,7 +22,6 @@ networks, checkpoints, logging, the CSV of true returns, `evaluate`) is in run_u
 import dataclasses
 import os
 import sys
-from typing import Literal
 
 import numpy as np
 import torch
@@ -43,25 +42,6 @@ class Args(run_utils.Args):
     `python algos/ppo.py evaluate --help` shows the evaluation entry point. The PPO settings are those
     of run_utils.Args, which every script of algos/ shares.
     """
-
-    truncation: Literal["end", "bootstrap"] = "end"
-    """what a time-limit truncation does to the return. end: it ends there, as at a termination
-    (CleanRL's PPO, and the paper's OpenAI baselines). bootstrap: gamma * V(final observation) is added
-    to the truncated step's reward, so the return goes on past the limit (SB3's timeout handling; Pardo
-    et al. 2018). Matters when the reward has a large mean per step, as GASIL's -log D term has"""
-
-
-def timeout_bootstrap(agent, infos: dict, terminations, truncations,
-                      gamma: float) -> tuple[np.ndarray, np.ndarray]:
-    """The sub-envs a time limit cut this step (truncated, not terminated) and gamma * V of the observation
-    it cut at (``infos["final_obs"]``: the envs autoreset on the same step), for ``--truncation
-    bootstrap``."""
-    cut = np.flatnonzero(np.logical_and(truncations, np.logical_not(terminations)))
-    if not cut.size:
-        return cut, np.zeros(0, dtype=np.float32)
-    final = np.stack([np.asarray(infos["final_obs"][i], dtype=np.float32) for i in cut])
-    with torch.inference_mode():
-        return cut, gamma * agent.value(torch.from_numpy(final)).numpy()
 
 
 def train(args: Args) -> dict:
@@ -100,7 +80,7 @@ def train(args: Args) -> dict:
             next_obs = np.asarray(next_obs, dtype=np.float32)
             rewards_buf[step] = reward
             if args.truncation == "bootstrap" and truncations.any():  # the return goes on past the limit
-                cut, bonus = timeout_bootstrap(agent, infos, terminations, truncations, args.gamma)
+                cut, bonus = run_utils.timeout_bootstrap(agent, infos, terminations, truncations, args.gamma)
                 rewards_buf[step, cut] += bonus
             next_done = np.logical_or(terminations, truncations).astype(np.float32)
             run.log_episodes(infos, global_step)

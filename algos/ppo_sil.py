@@ -316,6 +316,9 @@ def train(args: Args) -> dict:
             next_obs, reward, terminations, truncations, infos = envs.step(action)
             next_obs = np.asarray(next_obs, dtype=np.float32)
             rewards_buf[step] = reward
+            if args.truncation == "bootstrap" and truncations.any():  # the return goes on past the limit
+                cut, bonus = run_utils.timeout_bootstrap(agent, infos, terminations, truncations, args.gamma)
+                rewards_buf[step, cut] += bonus
             next_done = np.logical_or(terminations, truncations).astype(np.float32)
             run.log_episodes(infos, global_step)
 

@@ -121,6 +121,11 @@ class Args:
     """discount factor (Table 1)"""
     gae_lambda: float = 0.95
     """GAE lambda (Table 1)"""
+    truncation: Literal["end", "bootstrap"] = "end"
+    """what a time-limit truncation does to the return. end: it ends there, as at a termination
+    (CleanRL's PPO, and the paper's OpenAI baselines). bootstrap: gamma * V(final observation) is added
+    to the truncated step's reward, so the return goes on past the limit (SB3's timeout handling; Pardo
+    et al. 2018). Matters when the reward has a large mean per step, as GASIL's -log D term has"""
     num_minibatches: int = 32
     """minibatches per epoch (2048 samples / 32 = Table 1's minibatch of 64)"""
     update_epochs: int = 10
@@ -270,6 +275,19 @@ class Agent(nn.Module):
         logprob = (-0.5 * ((action - mean) / logstd.exp()).square() - logstd - LOG_SQRT_2PI).sum(-1)
         entropy = (0.5 + LOG_SQRT_2PI + logstd).sum(-1)
         return logprob, entropy, self.value(obs)
+
+
+def timeout_bootstrap(agent: Agent, infos: dict, terminations, truncations,
+                      gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """The sub-envs a time limit cut this step (truncated, not terminated) and gamma * V of the observation
+    it cut at (``infos["final_obs"]``: the envs autoreset on the same step), for ``--truncation
+    bootstrap``."""
+    cut = np.flatnonzero(np.logical_and(truncations, np.logical_not(terminations)))
+    if not cut.size:
+        return cut, np.zeros(0, dtype=np.float32)
+    final = np.stack([np.asarray(infos["final_obs"][i], dtype=np.float32) for i in cut])
+    with torch.inference_mode():
+        return cut, gamma * agent.value(torch.from_numpy(final)).numpy()
 
 
 def act(agent: Agent, next_obs: np.ndarray, global_step: int) -> tuple[np.ndarray, ...]:

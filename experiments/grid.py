@@ -99,7 +99,7 @@ _COMPONENTS: dict[str, tuple[str, str, type]] = {
     "envreward": (r"raw|normalized", "--stack.env-reward-scale", str),
     # D's term: -log D (the paper's, >= 0: also a bonus for staying alive) or -logit D (0 at chance)
     "dreward": (r"neg_log_d|logit", "--stack.d-reward-form", str),
-    # what PPO does at a time limit (algos/ppo.py only): end the return there, or bootstrap V past it
+    # what the scripts' PPO does at a time limit: end the return there, or bootstrap V past it
     "truncation": (r"end|bootstrap", "--truncation", str),
 }
 

@@ -123,8 +123,8 @@ class Args:
     comparison; PPO+GASIL ÷ blind-D measures what imitation adds beyond −log D's bonus for staying alive"""
     add_setting: str = ""
     """held-out: a variant of the evaluation, in its own --heldout-dir: this setting component (such as
-    truncationbootstrap) is added to every run of the frozen choice, PPO's and the undelayed check's
-    included. Only agents of algos/ppo.py run (PPO, PPO+GASIL): PPO+SIL and PPO+BC are left out"""
+    truncationbootstrap) is added to every run of the frozen choice, PPO's, PPO+SIL's, PPO+BC's and the
+    undelayed check's included"""
 
 
 def sample_trials(params: Sequence[str], num_trials: int, seed: int) -> list[dict]:
@@ -244,9 +244,9 @@ def with_component(choice: dict, component: str) -> dict:
             "ppo": {task: add(s) for task, s in choice["ppo"].items()}}
 
 
-def _plain(args: Args) -> str:
-    """PPO's undelayed setting: ``plain``, with the variant's component."""
-    return parse_setting(f"plain+{args.add_setting}")[0]
+def _plain(args: Args, setting: str = "plain") -> str:
+    """``setting`` (PPO's undelayed one by default) with the variant's component."""
+    return parse_setting(f"{setting}+{args.add_setting}")[0]
 
 
 def plan_heldout(args: Args, choice: dict) -> list[Run]:
@@ -275,9 +275,8 @@ def plan_heldout(args: Args, choice: dict) -> list[Run]:
                 plan += run("ppo_gasil", task, choice["per_task"][task], seed)
     for seed in half:
         for task in args.tasks:
-            if not args.add_setting:  # their scripts do not take the variant's flags
-                plan += run("ppo_sil", task, args.base_setting, seed)
-                plan += run("ppo_bc", task, args.base_setting, seed)
+            plan += run("ppo_sil", task, _plain(args, args.base_setting), seed)
+            plan += run("ppo_bc", task, _plain(args, args.base_setting), seed)
             plan += run("ppo", task, _plain(args), seed) + run("ppo_gasil", task, undelayed_single, seed)
     return plan
 
@@ -395,10 +394,9 @@ def heldout_panels(args: Args, choice: dict) -> tuple[str, list]:
             curves.append(curve("ppo_gasil", own, f"{gasil} (task's setting)", "tab:purple"))
         if args.blind_d_control:
             curves.append(curve("ppo_gasil", blind_d(single), f"{gasil}, blind D (control)", "tab:brown"))
-        curves.append(curve("ppo", choice["ppo"][task]))
-        if not args.add_setting:
-            curves += [curve("ppo_sil", args.base_setting), curve("ppo_bc", args.base_setting)]
-        curves.append(curve("ppo", _plain(args), "PPO, undelayed", "tab:gray"))
+        curves += [curve("ppo", choice["ppo"][task]), curve("ppo_sil", _plain(args, args.base_setting)),
+                   curve("ppo_bc", _plain(args, args.base_setting)),
+                   curve("ppo", _plain(args), "PPO, undelayed", "tab:gray")]
         delayed.append(Panel(f"{task}, {args.base_setting}", task, tuple(curves)))
         undelayed.append(Panel(f"{task}, undelayed", task, (
             curve("ppo_gasil", _undelayed(args, single), f"{gasil} (single setting)"),

@@ -236,9 +236,23 @@ def test_timeout_bootstrap_adds_gamma_v_of_the_observation_a_time_limit_cut_at(p
     final[:] = [np.array([1.0, 2.0]), np.array([10.0, 0.0]), None]
     infos = {"final_obs": final, "_final_obs": np.array([True, True, False])}
     # sub-env 0: truncated; 1: truncated and terminated on the same step (the end is real); 2: running
-    cut, bonus = ppo.timeout_bootstrap(SumOfObs(), infos, np.array([False, True, False]),
+    cut, bonus = ppo.run_utils.timeout_bootstrap(SumOfObs(), infos, np.array([False, True, False]),
                                        np.array([True, True, False]), gamma=0.9)
     assert cut.tolist() == [0] and bonus.tolist() == [pytest.approx(2.7)]
+
+
+@pytest.mark.parametrize("script", ["ppo_sil", "ppo_bc"])
+def test_the_other_scripts_bootstrap_at_time_limits_too(script):
+    """PPO+SIL and PPO+BC share the flag (run_utils.Args) and its helper: it changes what they learn."""
+    module = load_script(script)
+    flags = [*TINY, "--env-id", "Pendulum-v1", "--stack.delay", "5", "--stack.buffer-steps", "400",
+             "--save-model", "True"]
+    trained = []
+    for truncation in ("end", "bootstrap"):
+        argv = [*flags, "--run-name", truncation, "--truncation", truncation]
+        args = module.tyro.cli(module.Args, args=argv, config=(module.tyro.conf.FlagConversionOff,))
+        trained.append(weights(module.train(args)["model_path"]))
+    assert any(not torch.equal(trained[0][k], trained[1][k]) for k in trained[0])
 
 
 def test_truncation_flag_changes_training_and_old_checkpoints_still_resume(ppo, tmp_path):

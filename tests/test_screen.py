@@ -144,7 +144,9 @@ def test_a_heldout_variant_adds_its_component_to_every_run_of_the_frozen_choice(
                      ("ppo_gasil", "delayed20+lr0.0001+dlr1e-12+alpha0.2+truncationbootstrap"): 30,
                      ("ppo_gasil", "delayed20+lr0.0003+truncationbootstrap"): 10,  # Hopper's own setting
                      ("ppo", "truncationbootstrap"): 15,  # undelayed PPO
-                     ("ppo_gasil", "lr0.0001+alpha0.2+truncationbootstrap"): 15}  # SIL and BC left out
+                     ("ppo_gasil", "lr0.0001+alpha0.2+truncationbootstrap"): 15,
+                     ("ppo_sil", "delayed20+truncationbootstrap"): 15,
+                     ("ppo_bc", "delayed20+truncationbootstrap"): 15}
     assert all("--truncation bootstrap" in " ".join(r.argv()) for r in plan)  # what ppo.py is given
     assert with_component(choice, "") is choice
 
