@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import ctypes
+import functools
 import os
 import shlex
 import signal
@@ -127,6 +128,22 @@ _live: dict[int, subprocess.Popen] = {}
 _live_lock = threading.Lock()
 
 
+@functools.cache
+def code_version(code_dir: str) -> str:
+    """The commit of the code that runs (short hash, ``+dirty`` if tracked files differ from it), or
+    ``unknown`` outside a git checkout: written into each run's log, so results name their code."""
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", "-C", code_dir, *argv], capture_output=True, text=True, check=True,
+                              timeout=30).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
 def execute(run: Run, *, resume: bool, code_dir: str | os.PathLike = REPO_ROOT,
             python: str = sys.executable, keep_checkpoint: bool = False) -> RunResult:
     """Run one script to its end (blocking) and say how it went; never raises for a failing run.
@@ -151,7 +168,7 @@ def execute(run: Run, *, resume: bool, code_dir: str | os.PathLike = REPO_ROOT,
         if os.path.exists(run.csv_path):  # finished by another runner since this one looked
             return RunResult(run.name, 0, 0.0, resume)
         log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {'resume' if resume else 'start'}: "
-                  f"{display_command(cmd[1:], Path(code_dir))}\n")
+                  f"{display_command(cmd[1:], Path(code_dir))}  # code {code_version(str(code_dir))}\n")
         log.flush()
         try:
             proc = subprocess.Popen(cmd, cwd=run.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -550,3 +551,24 @@ def test_diagnostics_take_the_late_values_of_the_surviving_log_of_a_resumed_run(
     assert np.isnan(run_diagnostics(tmp_path).set_index("agent").loc["ppo_gasil", "term_share"])
     with pytest.raises(ValueError, match="fraction"):
         run_diagnostics(tmp_path, fraction=0.0)
+
+
+def test_each_run_log_names_the_commit_of_its_code(tmp_path, fake_algos):
+    runs = expand_grid(agents=["ppo"], tasks=["T-v0"], settings=["plain"], seeds=[1], total_timesteps=100,
+                       results_dir=tmp_path / "results", algos_dir=fake_algos)
+    assert runner.run_all(runs, progress=False)[0].ok
+    first = Path(runs[0].log_path).read_text().splitlines()[0]
+    assert first.endswith(f"  # code {runner.code_version(str(runner.REPO_ROOT))}")  # a shell comment
+    assert runner.code_version(str(tmp_path)) == "unknown"  # not a git checkout
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    (repo / "a.py").write_text("x = 1\n")
+    for argv in (["init", "-q"], ["add", "a.py"], ["commit", "-q", "-m", "a"]):
+        subprocess.run([*git, *argv], check=True)
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    head = head.stdout.strip()
+    assert runner.code_version(str(repo)) == head
+    (repo / "a.py").write_text("x = 2\n")
+    runner.code_version.cache_clear()
+    assert runner.code_version(str(repo)) == head + "+dirty"
