@@ -579,9 +579,9 @@ def _wrapper_state(wrapper) -> dict:
             "state": wrapper.state_dict() if callable(getattr(type(wrapper), "state_dict", None)) else {}}
 
 
-def _wrapper_owner(wrapper):
-    state = vars(wrapper).get("state")
-    return state if getattr(state, "is_gasil_owner", False) else None
+def _vector_owners(wrappers: list, inner: gym.vector.SyncVectorEnv) -> list:
+    """The GASIL owners of a vector env, each once: its vector wrappers' first, then its sub-envs'."""
+    return _unique([*(_owner(w) for w in wrappers), *_owners_of(*inner.envs)])
 
 
 def vector_env_state_dict(envs) -> dict:
@@ -596,12 +596,11 @@ def vector_env_state_dict(envs) -> dict:
     """
     wrappers, inner = _vector_layers(envs, "vector_env_state_dict")
     autoreset = getattr(inner, "_autoreset_envs", None)  # gymnasium >= 1.0: next-step bookkeeping
-    owners = _unique([*(_wrapper_owner(w) for w in wrappers), *_owners_of(*inner.envs)])
     return {"format": ENV_STATE_FORMAT, "version": ENV_STATE_VERSION, "kind": "sync_vector_env",
             "envs": [_chain_state(env) for env in inner.envs],
             "autoreset": None if autoreset is None else [bool(a) for a in autoreset],
             "wrappers": [_wrapper_state(w) for w in wrappers],
-            "owners": _owner_states(owners)}
+            "owners": _owner_states(_vector_owners(wrappers, inner))}
 
 
 def load_vector_env_state_dict(envs, state: dict) -> None:
@@ -632,8 +631,7 @@ def load_vector_env_state_dict(envs, state: dict) -> None:
                 raise ValueError(f"vector wrapper {type(wrapper).__name__}: {e}") from e
     if autoreset is not None:
         here[:] = np.array(autoreset, dtype=bool)
-    owners = _unique([*(_wrapper_owner(w) for w in wrappers), *_owners_of(*inner.envs)])
-    _load_owners(owners, state.get("owners"), True)
+    _load_owners(_vector_owners(wrappers, inner), state.get("owners"), True)
 
 
 # --- the GASIL part of a batched wrapper whose sub-envs live elsewhere -------------------------------------

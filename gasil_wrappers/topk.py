@@ -213,6 +213,20 @@ class EpisodeTape:
         self.rew[self.size, j] = reward
         self.size += 1
 
+    def offer_cut(self, j: int, state, unpaid: float) -> None:
+        """Env ``j``'s episode, reset before it ended, enters ``state``'s buffer as if truncated at its last
+        step, with ``unpaid`` (the delayed reward never paid, DelayedReward's ``cut_unpaid_reward``)
+        added there; an in-process owner counts it (``diagnostics()["cut_episodes"]``). Nothing for an
+        episode without steps."""
+        obs, act, rew = self.episode(j)
+        if not len(rew):
+            return
+        rew[-1] += unpaid
+        count = getattr(state, "count_cut_episode", None)
+        if count is not None:
+            count()
+        state.add_episode(obs, act, rew)
+
     def steps(self, j: int) -> int:
         """Steps of env ``j``'s episode so far."""
         start = self.start[j]
@@ -315,14 +329,7 @@ class TopKEpisodeRecorder(OwnerWrapper, gym.utils.RecordConstructorArgs):
         to the last step's, as a truncation there would have paid it. The owner counts the episode
         (``diagnostics()["cut_episodes"]``).
         """
-        obs, act, rew = self._tape.episode(0)
-        if not len(rew):
-            return
-        rew[-1] += info.get(INFO_KEY, {}).get("cut_unpaid_reward", 0.0)
-        count = getattr(self.state, "count_cut_episode", None)
-        if count is not None:
-            count()
-        self.state.add_episode(obs, act, rew)
+        self._tape.offer_cut(0, self.state, info.get(INFO_KEY, {}).get("cut_unpaid_reward", 0.0))
 
     def transition(self, obs, action, reward: float, terminated: bool, truncated: bool, info: dict) -> float:
         self._tape.append_one(0, obs, action, reward)

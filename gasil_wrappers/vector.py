@@ -97,11 +97,8 @@ class BatchedGASIL:
         per-env recorder does."""
         state = self.state
         state.on_env_reset(self.who)
-        if self._running[j] and self._tape.steps(j):
-            obs, act, rew = self._tape.episode(j)
-            rew[-1] += unpaid
-            state.count_cut_episode()
-            state.add_episode(obs, act, rew)
+        if self._running[j]:
+            self._tape.offer_cut(j, state, unpaid)
         state.seed_if_unset(seed)
         self._tape.begin(j)
         self._running[j] = True
