@@ -409,10 +409,26 @@ def run_all(runs: Sequence[Run], *, jobs: int = os.cpu_count() or 1, ray_address
 _MANIFEST_FIELDS = ["run", "agent", "task", "setting", "seed", "total_timesteps", "csv", "command"]
 
 
+@functools.lru_cache(maxsize=256)
+def _checkout_of(directory: Path) -> Path | None:
+    """The git checkout (repository or worktree: a ``.git`` directory or file) that holds ``directory``."""
+    for parent in (directory, *directory.parents):
+        if (parent / ".git").exists():
+            return parent
+    return None
+
+
 def _relative(word: str, root: Path = REPO_ROOT) -> str:
-    """A path inside the repository as a path relative to it (results files name no machine's paths)."""
+    """A path inside ``root`` as a path relative to it, and one inside another git checkout relative to
+    that checkout (a campaign run from a frozen worktree writes into the main checkout's results): results
+    files name no machine's paths."""
     path = Path(word)
-    return str(path.relative_to(root)) if path.is_absolute() and path.is_relative_to(root) else word
+    if not path.is_absolute():
+        return word
+    if path.is_relative_to(root):
+        return str(path.relative_to(root))
+    checkout = _checkout_of(path.parent)
+    return str(path.relative_to(checkout)) if checkout is not None else word
 
 
 def display_command(argv: Sequence[str], root: Path = REPO_ROOT) -> str:

@@ -572,3 +572,18 @@ def test_each_run_log_names_the_commit_of_its_code(tmp_path, fake_algos):
     (repo / "a.py").write_text("x = 2\n")
     runner.code_version.cache_clear()
     assert runner.code_version(str(repo)) == head + "+dirty"
+
+
+def test_commands_name_paths_relative_to_their_checkout(tmp_path):
+    """A campaign runs code from a frozen worktree and writes into the main checkout's results: both kinds
+    of path are recorded relative to their own checkout; a path in no checkout stays as it is."""
+    main, frozen = tmp_path / "main", tmp_path / "frozen"
+    (main / "results" / "x").mkdir(parents=True)
+    (main / ".git").mkdir()
+    (frozen / "algos").mkdir(parents=True)
+    (frozen / ".git").write_text("gitdir: elsewhere\n")  # a worktree's .git is a file
+    loose = tmp_path / "loose" / "seed1.csv"
+    argv = [str(frozen / "algos" / "ppo.py"), "--csv-path", str(main / "results" / "x" / "seed1.csv"),
+            "--other", str(loose), "--lr", "0.1"]
+    assert runner.display_command(argv, frozen) == \
+        f"python algos/ppo.py --csv-path results/x/seed1.csv --other {loose} --lr 0.1"

@@ -258,6 +258,7 @@ def test_heldout_report_writes_the_tables_and_the_figure(tmp_path):
                                   "PPO, undelayed"]
     assert hopper.loc["PPO+GASIL, blind D (control)", "final_mean"] == 1000.5
     assert ratios.loc["Walker2d-v5", "over_blind"] == pytest.approx(2000.5 / 1000.5)
+    assert json.loads((heldout / "heldout.json").read_text())["choice"] == "../screen.json"  # no machine path
     assert ratios.loc["geometric mean", "over_blind"] == pytest.approx(2000.5 / 1000.5)
     assert hopper.loc["PPO+GASIL (task's setting)", "final_mean"] == 2100.5
     assert hopper.loc["PPO", "setting"] == "delayed20+lr0.0003"
