@@ -89,6 +89,11 @@ class DelayedReward(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 "is shown once per process",
                 RuntimeWarning, stacklevel=2)
 
+    @property
+    def unpaid_reward(self) -> float:
+        """The reward of the episode in progress accumulated and not paid yet (0 outside an episode)."""
+        return float(self._pending) if self._running else 0.0
+
     def state_dict(self) -> dict:
         """The episode in progress: ``running`` (inside an episode), ``step`` (steps since the reset),
         ``pending_reward`` (accumulated, not paid yet) and ``episode_return`` (the true return so far);

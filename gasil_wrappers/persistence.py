@@ -662,11 +662,32 @@ def gasil_state_dict(wrapper) -> dict:
     ``AsyncVectorEnv``): ``{"format", "version", "kind": "gasil", "wrapper": {"class", "state"},
     "owners": [...]}``. After loading it, reset the vector env (SB3's ``learn()`` does): the sub-envs
     start new episodes, and the episodes that were in progress when it was saved enter the buffer as
-    cut (as if truncated at their last recorded step, without the delayed reward not yet paid then).
+    cut: as if truncated at their last recorded step, with the delayed reward their sub-env's
+    ``DelayedReward`` had not paid yet (asked from the sub-envs here, kept as the core's
+    ``unpaid_reward``) added there, as when the per-env stack's episode is cut.
     """
     wrapper = _batched_wrapper(wrapper, "gasil_state_dict")
+    entry = _wrapper_state(wrapper)
+    core = entry["state"]["core"]
+    core["unpaid_reward"] = _unpaid_in_sub_envs(wrapper, core).tolist()
     return {"format": ENV_STATE_FORMAT, "version": ENV_STATE_VERSION, "kind": "gasil",
-            "wrapper": _wrapper_state(wrapper), "owners": _owner_states([wrapper.state])}
+            "wrapper": entry, "owners": _owner_states([wrapper.state])}
+
+
+def _unpaid_in_sub_envs(wrapper, core: dict) -> np.ndarray:
+    """Per sub-env, the delayed reward of its episode in progress not paid yet (``DelayedReward.
+    unpaid_reward``, asked through the vector env's ``get_attr``), plus what a loaded state still owes
+    (``core``: the batched core's state)."""
+    owed = np.array(core["unpaid_reward"], dtype=np.float64)
+    delay = wrapper.core.config.delay
+    if delay == 1:  # every reward is paid at once (and sub-envs built by hand may lack one)
+        return owed
+    try:
+        pending = np.array(wrapper.unwrapped.get_attr("unpaid_reward"), dtype=np.float64)  # SB3, gymnasium
+    except AttributeError as e:
+        raise ValueError(f"gasil_state_dict: the config delays rewards by {delay} steps, but the "
+                         f"sub-envs have no DelayedReward to ask what is unpaid ({e})") from e
+    return owed + np.where(core["running"], pending, 0.0)
 
 
 def load_gasil_state_dict(wrapper, state: dict) -> None:

@@ -84,7 +84,7 @@ class GASILVecEnvWrapper(VecEnvWrapper):
         obs_rows = np.array(obs, dtype=np.float64).reshape(self.num_envs, -1)
         infos = getattr(self.venv, "reset_infos", None) or [{}] * self.num_envs
         for j in range(self.num_envs):  # in sub-env order, like DummyVecEnv (the first seed seeds D)
-            unpaid = infos[j].get(INFO_KEY, {}).get("cut_unpaid_reward", 0.0)  # a reset that cut an episode
+            unpaid = infos[j].get(INFO_KEY, {}).get("cut_unpaid_reward")  # a reset that cut an episode
             self.core.begin_episode(j, obs_rows[j], seeds[j], unpaid)
         return obs
 

@@ -82,23 +82,26 @@ class BatchedGASIL:
         self._every = np.arange(n)
         self._ahead = None  # (rounds, policy steps, scores) of score_ahead()
         self._running = np.zeros(n, dtype=bool)  # inside an episode (begun, not ended or spoiled)
+        self._owed = np.zeros(n)  # unpaid delayed reward of the episodes in progress, known only from a state
         self._od = state.obs_dim
         self._x = np.zeros((n, state.obs_dim + state.act_dim))  # row j: the obs sub-env j acts on, its action
         self._scale = EnvRewardScale(c.env_reward_scale_gamma, num_envs=n) \
             if c.gasil and c.env_reward_scale == "normalized" else None
 
     def begin_episode(self, j: int, obs_row: np.ndarray, seed: int | None = None,
-                      unpaid: float = 0.0) -> None:
+                      unpaid: float | None = None) -> None:
         """Sub-env ``j`` starts an episode from ``obs_row`` (a reset; its seed may seed D).
 
         An episode of ``j`` still running is cut: it enters the buffer as if truncated at its last step,
         with ``unpaid`` (the delayed reward its ``DelayedReward`` never paid, ``cut_unpaid_reward`` in
         the reset's info) added there, and is counted in ``diagnostics()["cut_episodes"]``, as the
-        per-env recorder does."""
+        per-env recorder does. ``None``: the reset reported no cut (sub-envs that are new since a GASIL
+        state was loaded): what that state recorded as unpaid (``unpaid_reward``) is added instead."""
         state = self.state
         state.on_env_reset(self.who)
         if self._running[j]:
-            self._tape.offer_cut(j, state, unpaid)
+            self._tape.offer_cut(j, state, self._owed[j] if unpaid is None else unpaid)
+        self._owed[j] = 0.0
         state.seed_if_unset(seed)
         self._tape.begin(j)
         self._running[j] = True
@@ -109,15 +112,17 @@ class BatchedGASIL:
         saved on its own): ``running`` (per sub-env: inside an episode), ``observations`` (the rows the
         sub-envs act on next, float64, flat), ``episodes`` (per sub-env: the ``observations``,
         ``actions`` and ``rewards`` of its episode in progress recorded so far, flat rows; empty outside
-        an episode) and ``env_reward_scale`` (the per-env :class:`~gasil_wrappers.reward.EnvRewardScale`'s
-        state, or None without one)."""
+        an episode), ``env_reward_scale`` (the per-env :class:`~gasil_wrappers.reward.EnvRewardScale`'s
+        state, or None without one) and ``unpaid_reward`` (per sub-env: the delayed reward of its episode
+        in progress that a reset reporting no cut adds; zeros here, filled in by
+        :func:`~gasil_wrappers.persistence.gasil_state_dict`, whose sub-envs are not saved)."""
         od, episodes = self._od, []
         for j in range(self.num_envs):
             obs, act, rew = self._tape.episode(j)
             episodes.append({"observations": obs.copy(), "actions": act.copy(), "rewards": rew.copy()})
         scale = None if self._scale is None else self._scale.state_dict()
         return {"running": self._running.tolist(), "observations": self._x[:, :od].copy(),
-                "episodes": episodes, "env_reward_scale": scale}
+                "episodes": episodes, "env_reward_scale": scale, "unpaid_reward": self._owed.tolist()}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict` into a core of as many sub-envs of the same spaces and config;
@@ -129,9 +134,10 @@ class BatchedGASIL:
             keys = ("observations", "actions", "rewards")
             episodes = [tuple(np.array(ep[k], dtype=np.float64) for k in keys) for ep in state["episodes"]]
             scale = state["env_reward_scale"]
+            owed = np.array(state.get("unpaid_reward", np.zeros(n)), dtype=np.float64)  # older: none
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{self.who}: malformed state ({type(e).__name__}: {e})") from e
-        if running.shape != (n,) or rows.shape != (n, od) or len(episodes) != n:
+        if running.shape != (n,) or rows.shape != (n, od) or len(episodes) != n or owed.shape != (n,):
             saved = running.shape[0] if running.ndim else "?"
             raise ValueError(f"{self.who}: a state of {saved} sub-envs with observations {rows.shape}, this "
                              f"wrapper has {n} sub-envs of {od} dims")
@@ -141,13 +147,16 @@ class BatchedGASIL:
                 raise ValueError(f"{self.who}: sub-env {j}'s saved episode (observations {obs.shape}, "
                                  f"actions {act.shape}, rewards {rew.shape}, running {bool(running[j])}) "
                                  "does not fit")
+        if not np.isfinite(owed).all() or (owed[~running] != 0).any():
+            raise ValueError(f"{self.who}: unpaid_reward {owed.tolist()} must be finite, and 0 outside an "
+                             "episode")
         if (scale is None) != (self._scale is None):
             raise ValueError(f"{self.who}: the state was saved with env_reward_scale "
                              f"{'raw' if scale is None else 'normalized'}, this config has the other")
         if self._scale is not None:
             self._scale.load_state_dict(scale)  # checks its own shape first
         self._tape.load([ep if running[j] else None for j, ep in enumerate(episodes)])
-        self._running = running
+        self._running, self._owed = running, owed
         self._x[:, :od] = rows
         self._ahead = None
 
@@ -376,13 +385,13 @@ class GASILVectorReward(_VectorWrapper if _AVAILABLE else object):
         return obs, rewards_out, terminations, truncations, infos
 
 
-def _cut_unpaid(infos: dict, n: int) -> np.ndarray:
+def _cut_unpaid(infos: dict, n: int) -> list[float | None]:
     """Per sub-env, the delayed reward a reset cut off (``DelayedReward``'s ``cut_unpaid_reward`` in the
-    vector reset's infos), 0 where none was."""
+    vector reset's infos), None where the reset reported no cut."""
     diag = infos.get(INFO_KEY, {}) if isinstance(infos, dict) else {}
     if "cut_unpaid_reward" not in diag:
-        return np.zeros(n)
-    return np.where(diag["_cut_unpaid_reward"], diag["cut_unpaid_reward"], 0.0).astype(np.float64)
+        return [None] * n
+    return [float(v) if cut else None for v, cut in zip(diag["cut_unpaid_reward"], diag["_cut_unpaid_reward"])]
 
 
 def _task_stack(env: gym.Env, config: GASILConfig) -> gym.Env:

@@ -253,3 +253,33 @@ def test_a_reset_that_cuts_episodes_records_them_as_the_per_env_stack_does():
     assert ref_state.cut_episodes == venv.state.cut_episodes == 3
     assert [e.ret for e in venv.state.buffer.episodes] == [e.ret for e in ref_state.buffer.episodes]
     assert all(e.rewards[-1] != 0 for e in venv.state.buffer.episodes)  # the unpaid reward is there
+
+
+def test_episodes_cut_by_resuming_in_new_workers_keep_their_unpaid_reward(tmp_path):
+    """save_gasil_state asks the subprocess workers what their DelayedReward has not paid yet; after a
+    load into new workers (which know nothing of the old episodes) the reset enters the cut episodes with
+    it, exactly as the per-env stack enters them when it is reset mid-episode."""
+    from gasil_wrappers.persistence import load_gasil_state, save_gasil_state
+
+    config = GASILConfig(gasil=True, delay=7, d_every=10_000, buffer_steps=1000, gamma=1.0, seed=0)
+    actions = np.random.default_rng(5).uniform(-2, 2, (25, 2, 1)).astype(np.float32)
+    ref = DummyVecEnv([functools.partial(lambda c: wrap_stack(gym.make("Pendulum-v1"), c),
+                                         config.replace(group="sb3-resume-cut-ref"))] * 2)
+    venv = make_sb3_vec_env("Pendulum-v1", 2, config.replace(group="sb3-resume-cut"), vec_env_cls=SubprocVecEnv,
+                            vec_env_kwargs={"start_method": "fork"})
+    for v in (ref, venv):
+        v.seed(0)
+        v.reset()
+        for a in actions:  # 25 steps: 4 of them unpaid under a delay of 7
+            v.step(a)
+    save_gasil_state(venv, str(tmp_path / "gasil.pt"))
+    venv.close()
+    resumed = make_sb3_vec_env("Pendulum-v1", 2, config.replace(group="sb3-resume-cut-2"),
+                               vec_env_cls=SubprocVecEnv, vec_env_kwargs={"start_method": "fork"})
+    load_gasil_state(resumed, str(tmp_path / "gasil.pt"))
+    resumed.reset()
+    ref.reset()
+    ref_state = find_state(ref.envs[0])
+    assert resumed.state.cut_episodes == ref_state.cut_episodes == 2
+    assert [e.ret for e in resumed.state.buffer.episodes] == [e.ret for e in ref_state.buffer.episodes]
+    resumed.close()

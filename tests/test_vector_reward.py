@@ -257,6 +257,15 @@ def test_a_vector_checkpoint_that_does_not_fit_is_refused_and_changes_nothing(tm
     core["episodes"][1]["rewards"] = np.zeros(3)  # 3 rewards for 12 observations
     with pytest.raises(ValueError, match="sub-env 1's saved episode"):
         envs.load_state_dict(saved["wrappers"][0]["state"])
+    saved = torch_load_plain(str(tmp_path / "vec.pt"))
+    core = saved["wrappers"][0]["state"]["core"]
+    for bad in ([float("nan"), 0.0, 0.0], [0.0, 0.0], [[0.0]] * 3):
+        core["unpaid_reward"] = bad
+        with pytest.raises(ValueError, match="unpaid_reward|sub-envs"):
+            envs.load_state_dict(saved["wrappers"][0]["state"])
+    del core["unpaid_reward"]  # a state written before it was kept: nothing owed
+    envs.load_state_dict(saved["wrappers"][0]["state"])
+    assert envs.core.state_dict()["unpaid_reward"] == [0.0] * 3
 
 
 def test_the_gasil_part_of_an_async_vector_env_saves_and_loads(tmp_path):
@@ -264,7 +273,7 @@ def test_the_gasil_part_of_an_async_vector_env_saves_and_loads(tmp_path):
     save_gasil_state; that one restores the wrapper and the owner, and a reset enters the episodes that
     were in progress into the buffer as cut."""
     from gasil_wrappers import save_env_state
-    from gasil_wrappers.persistence import load_gasil_state, save_gasil_state
+    from gasil_wrappers.persistence import load_gasil_state, save_gasil_state, torch_load_plain
 
     envs = pendulum_vec("NextStep", "normalized", vectorization="async")
     envs.reset(seed=0)
@@ -279,8 +288,16 @@ def test_the_gasil_part_of_an_async_vector_env_saves_and_loads(tmp_path):
     assert [other.core._tape.steps(j) for j in range(3)] == in_progress and min(in_progress) > 0
     assert other.core._scale.state_dict() == envs.core._scale.state_dict()
     arrivals = other.state.buffer._arrivals
+    unpaid = envs.unwrapped.get_attr("unpaid_reward")
+    assert all(u != 0 for u in unpaid)  # 100 steps, delay 7: each sub-env holds unpaid reward
     other.reset(seed=1)
     assert other.state.cut_episodes == 3 and other.state.buffer._arrivals == arrivals + 3
+    # the new workers report no cut: the state's unpaid reward completes the cut episodes, which enter the
+    # buffer exactly as the saved envs' own reset (whose DelayedReward reports it) enters them
+    envs.reset(seed=1)
+    assert [e.ret for e in other.state.buffer.episodes] == [e.ret for e in envs.state.buffer.episodes]
+    save_gasil_state(other, str(tmp_path / "after.pt"))  # owed once, then paid: nothing is added twice
+    assert torch_load_plain(str(tmp_path / "after.pt"))["wrapper"]["state"]["core"]["unpaid_reward"] == [0.0] * 3
     envs.close(), other.close()
     with pytest.raises(ValueError, match="cannot read GASIL state"):
         (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
