@@ -5,9 +5,10 @@ One of the four agents the GASIL paper compares (PPO, PPO+BC, PPO+SIL, PPO+GASIL
 PPO variant of SIL, with their PPO+SIL MuJoCo settings as defaults:
 
 - every finished episode is stored, transition by transition, as (s, a, R) with R_t = sum_k gamma^k
-  r_{t+k} its discounted Monte-Carlo return (no bootstrap, also at truncation), in a prioritized FIFO
+  r_{t+k} its discounted Monte-Carlo return (no bootstrap; with `--truncation bootstrap` the last reward
+  of an episode a time limit cut carries gamma * V(s_T), as PPO's does, so R does too), in a prioritized FIFO
   replay of 50,000 transitions (`PrioritizedReplay`; priority exponent 0.6, importance exponent 0.1);
-  as in their code, an episode without any positive reward is not stored;
+  as in their code, an episode without any positive reward (that bonus counts) is not stored;
 - after each PPO update, 10 SIL minibatches of 512 (once the replay holds more than 100 transitions),
   each one Adam step (same optimizer, learning rate and gradient clipping as PPO) on `sil_loss`:
 

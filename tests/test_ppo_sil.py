@@ -189,3 +189,20 @@ def test_tiny_run_resumes_bitwise_and_evaluates(sil):
     torch.save(ckpt, "ppo.pt")
     with pytest.raises(ValueError, match="ppo.pt.*checkpoint of ppo, not of ppo_sil"):
         train(sil, "--resume", "ppo.pt", group="resume")
+
+
+def test_replay_returns_of_a_time_limited_episode_go_on_past_the_limit_with_the_bootstrap(sil):
+    """--truncation bootstrap adds gamma * V(s_T) to the last reward of an episode a time limit cut, so
+    SIL's Monte-Carlo returns carry it too: the first rollout (one 200-step Pendulum episode, the same
+    under both flags) is stored with returns that differ by gamma^(T-t) * (that bonus), nowhere zero."""
+    stored = {}
+    for truncation in ("end", "bootstrap"):
+        train(sil, "--env-id", "Pendulum-v1", "--num-envs", "1", "--num-steps", "256", "--total-timesteps",
+              "512", "--checkpoint-every", "256", "--stop-after-steps", "256", "--sil-positive-only", "False",
+              "--run-name", truncation, "--truncation", truncation, group=f"sil-trunc-{truncation}")
+        ckpt = torch.load(f"runs/{truncation}/checkpoint.pt", weights_only=False)
+        stored[truncation] = np.asarray(ckpt["sil"]["replay"]["returns"], dtype=np.float64)
+    end, boot = stored["end"], stored["bootstrap"]
+    assert len(end) == len(boot) == 200  # the one finished episode
+    gap = boot - end
+    assert gap[-1] != 0 and gap[:-1] == pytest.approx(0.99 ** np.arange(199, 0, -1) * gap[-1], rel=1e-3, abs=1e-4)
