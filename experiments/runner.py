@@ -13,7 +13,9 @@ started in the results directory with its output in ``logs/<run>.log``. A run wh
 skipped; one with a checkpoint (``--checkpoint-every``) continues from it with ``--resume``; so the same
 command can be run again after an interruption, or in chunks (``--seeds 1`` today, ``--seeds 2 3``
 tomorrow). A failing run doesn't stop the others; failures are listed at the end and the exit status
-is 1. See :mod:`experiments.results` for the layout of the results directory.
+is 1. Each run's open log is its lock, so a second runner started on the same plan (to add a worker to a
+campaign without stopping it) leaves the runs the first one holds to it: they are reported as running
+elsewhere, not as failed, and it takes the next ones. See :mod:`experiments.results` for the layout of the results directory.
 """
 
 from __future__ import annotations
@@ -116,10 +118,16 @@ class RunResult:
     error: str = ""
     csv_text: str | None = None
     """the finished CSV (from Ray workers, so results land here without a shared filesystem)"""
+    elsewhere: bool = False
+    """another runner holds the run (its log is locked): left to it, neither done here nor failed"""
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0 and not self.error
+        return self.returncode == 0 and not self.error and not self.elsewhere
+
+    @property
+    def failed(self) -> bool:
+        return not self.ok and not self.elsewhere
 
 
 # --- executing one run --------------------------------------------------------------------------------
@@ -164,7 +172,7 @@ def execute(run: Run, *, resume: bool, code_dir: str | os.PathLike = REPO_ROOT,
     with open(run.log_path, "a") as log:
         # The open log is the run's lock: a second runner on the same results directory leaves it alone.
         if not _lock(log):
-            return RunResult(run.name, 2, 0.0, resume, "already running elsewhere (its log is locked)")
+            return RunResult(run.name, 0, 0.0, resume, elsewhere=True)
         if os.path.exists(run.csv_path):  # finished by another runner since this one looked
             return RunResult(run.name, 0, 0.0, resume)
         log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {'resume' if resume else 'start'}: "
@@ -253,6 +261,7 @@ class _Progress:
         self.runs = list(runs)
         self.finished: set[str] = set()
         self.failed: list[str] = []
+        self.elsewhere: list[str] = []  # held by another runner
         self.steps: dict[str, int] = {}  # the most steps seen per run (a resumed run rewrites its CSV)
         total = sum(r.total_timesteps for r in self.runs)
         self.enabled = enabled
@@ -263,12 +272,15 @@ class _Progress:
 
     def refresh(self, running: int | None = None) -> None:
         for r in self.runs:
-            if r.name in self.finished:
+            if r.name in self.finished and r.name not in self.elsewhere:
                 self.steps[r.name] = r.total_timesteps
             else:
                 now = min(last_step(r.partial_path), r.total_timesteps)
                 self.steps[r.name] = max(now, self.steps.get(r.name, 0))
-        postfix = {"done": len(self.finished) - len(self.failed), "failed": len(self.failed)}
+        postfix = {"done": len(self.finished) - len(self.failed) - len(self.elsewhere),
+                   "failed": len(self.failed)}
+        if self.elsewhere:
+            postfix["elsewhere"] = len(self.elsewhere)
         if running is not None:
             postfix["running"] = running
         self.bar.set_postfix(postfix, refresh=False)
@@ -276,9 +288,12 @@ class _Progress:
 
     def finish(self, run: Run, result: RunResult) -> None:
         self.finished.add(run.name)
-        if not result.ok:
+        if result.failed:
             self.failed.append(run.name)
-        status = "ok" if result.ok else f"FAILED ({result.error})"
+        if result.elsewhere:
+            self.elsewhere.append(run.name)  # its steps go on being read from its partial CSV
+        status = "ok" if result.ok else "running elsewhere (its log is locked)" if result.elsewhere \
+            else f"FAILED ({result.error})"
         if self.enabled:
             self.bar.write(f"{run.name}: {status} in {result.seconds / 60:.1f} min")
 
@@ -577,9 +592,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\ninterrupted: run the same command again to continue (finished runs are skipped, "
               "the others resume from their last checkpoint)", file=sys.stderr)
         return 130
-    failed = [r for r in results if not r.ok]
-    print(f"{len(results) - len(failed)} runs finished, {len(failed)} failed, "
-          f"in {(time.time() - start) / 60:.1f} min")
+    failed = [r for r in results if r.failed]
+    elsewhere = sum(r.elsewhere for r in results)
+    print(f"{len(results) - len(failed) - elsewhere} runs finished, {len(failed)} failed, "
+          + (f"{elsewhere} left to the runner that holds them, " if elsewhere else "")
+          + f"in {(time.time() - start) / 60:.1f} min")
     by_name = {r.name: r for r in runs}
     for result in failed:
         run = by_name[result.name]

@@ -450,7 +450,7 @@ def _heldout(args: Args) -> int:
 def _execute(out: Path, plan: Sequence[Run], jobs: int) -> bool:
     """Record the plan in the manifest and run what is not done; False (and the names said) if any failed."""
     write_manifest(out, plan)
-    failed = [r for r in run_all(plan, jobs=jobs) if not r.ok]
+    failed = [r for r in run_all(plan, jobs=jobs) if r.failed]
     if failed:
         print("failed: " + ", ".join(r.name for r in failed), file=sys.stderr)
     return not failed
