@@ -15,7 +15,8 @@ command can be run again after an interruption, or in chunks (``--seeds 1`` toda
 tomorrow). A failing run doesn't stop the others; failures are listed at the end and the exit status
 is 1. Each run's open log is its lock, so a second runner started on the same plan (to add a worker to a
 campaign without stopping it) leaves the runs the first one holds to it: they are reported as running
-elsewhere, not as failed, and it takes the next ones. See :mod:`experiments.results` for the layout of the results directory.
+elsewhere, not as failed, and it takes the next ones. See :mod:`experiments.results` for the layout of
+the results directory.
 """
 
 from __future__ import annotations

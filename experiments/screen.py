@@ -439,7 +439,8 @@ def _heldout(args: Args) -> int:
         title, panels = heldout_panels(args, choice)
         draw_panels(load_results(out), "heldout", title, panels, out / "fig6.png", n_boot=10_000,
                     last_n=args.last_n)
-    meta = {"commit": os.environ.get("GASIL_COMMIT", ""), "choice": os.path.relpath(choice_path, args.heldout_dir),
+    meta = {"commit": os.environ.get("GASIL_COMMIT", ""),
+            "choice": os.path.relpath(choice_path, args.heldout_dir),
             "screening_commit": choice.get("commit", ""), "seeds": list(args.heldout_seeds),
             "add_setting": args.add_setting}
     (Path(args.heldout_dir) / "heldout.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -391,7 +391,8 @@ def _cut_unpaid(infos: dict, n: int) -> list[float | None]:
     diag = infos.get(INFO_KEY, {}) if isinstance(infos, dict) else {}
     if "cut_unpaid_reward" not in diag:
         return [None] * n
-    return [float(v) if cut else None for v, cut in zip(diag["cut_unpaid_reward"], diag["_cut_unpaid_reward"])]
+    return [float(v) if cut else None
+            for v, cut in zip(diag["cut_unpaid_reward"], diag["_cut_unpaid_reward"])]
 
 
 def _task_stack(env: gym.Env, config: GASILConfig) -> gym.Env:

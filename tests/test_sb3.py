@@ -265,8 +265,8 @@ def test_episodes_cut_by_resuming_in_new_workers_keep_their_unpaid_reward(tmp_pa
     actions = np.random.default_rng(5).uniform(-2, 2, (25, 2, 1)).astype(np.float32)
     ref = DummyVecEnv([functools.partial(lambda c: wrap_stack(gym.make("Pendulum-v1"), c),
                                          config.replace(group="sb3-resume-cut-ref"))] * 2)
-    venv = make_sb3_vec_env("Pendulum-v1", 2, config.replace(group="sb3-resume-cut"), vec_env_cls=SubprocVecEnv,
-                            vec_env_kwargs={"start_method": "fork"})
+    venv = make_sb3_vec_env("Pendulum-v1", 2, config.replace(group="sb3-resume-cut"),
+                            vec_env_cls=SubprocVecEnv, vec_env_kwargs={"start_method": "fork"})
     for v in (ref, venv):
         v.seed(0)
         v.reset()

@@ -297,7 +297,8 @@ def test_the_gasil_part_of_an_async_vector_env_saves_and_loads(tmp_path):
     envs.reset(seed=1)
     assert [e.ret for e in other.state.buffer.episodes] == [e.ret for e in envs.state.buffer.episodes]
     save_gasil_state(other, str(tmp_path / "after.pt"))  # owed once, then paid: nothing is added twice
-    assert torch_load_plain(str(tmp_path / "after.pt"))["wrapper"]["state"]["core"]["unpaid_reward"] == [0.0] * 3
+    after = torch_load_plain(str(tmp_path / "after.pt"))
+    assert after["wrapper"]["state"]["core"]["unpaid_reward"] == [0.0] * 3
     envs.close(), other.close()
     with pytest.raises(ValueError, match="cannot read GASIL state"):
         (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
