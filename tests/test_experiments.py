@@ -590,3 +590,19 @@ def test_commands_name_paths_relative_to_their_checkout(tmp_path):
             "--other", str(loose), "--lr", "0.1"]
     assert runner.display_command(argv, frozen) == \
         f"python algos/ppo.py --csv-path results/x/seed1.csv --other {loose} --lr 0.1"
+
+
+def test_term_at_random_measures_the_term_of_the_setting_the_scripts_build():
+    """A blind D (lr 1e-12) stays at its initial output, near 1/2, so α·(−log D) is about α·log 2 per
+    step with a small spread; the setting's α and delay reach the stack (α 0.4 doubles the term)."""
+    from experiments.term_at_random import stack_config, term_at_random
+
+    config, batch = stack_config("Pendulum-v1", "delayed5+buffer1000+dlr1e-12+alpha0.2")
+    assert (config.gasil, config.delay, config.alpha, config.d_lr, batch) == (True, 5, 0.2, 1e-12, 2048)
+    small = term_at_random("Pendulum-v1", "delayed5+buffer1000+dlr1e-12+alpha0.2", steps=3000, seed=0)
+    large = term_at_random("Pendulum-v1", "delayed5+buffer1000+dlr1e-12+alpha0.4", steps=3000, seed=0)
+    assert small["steps_with_d"] == 3000 - 2048 - 256  # one batch, then D applies after its lag
+    assert small["term_mean"] == pytest.approx(0.2 * np.log(2), abs=0.03)
+    assert small["term_std"] < small["term_mean"] / 3
+    assert large["term_mean"] == pytest.approx(2 * small["term_mean"], rel=1e-6)
+    assert 0 < small["term_share"] < large["term_share"] < 1
