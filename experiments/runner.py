@@ -434,7 +434,7 @@ def _checkout_of(directory: Path) -> Path | None:
     return None
 
 
-def _relative(word: str, root: Path = REPO_ROOT) -> str:
+def repo_relative(word: str, root: Path = REPO_ROOT) -> str:
     """A path inside ``root`` as a path relative to it, and one inside another git checkout relative to
     that checkout (a campaign run from a frozen worktree writes into the main checkout's results): results
     files name no machine's paths."""
@@ -449,7 +449,7 @@ def _relative(word: str, root: Path = REPO_ROOT) -> str:
 
 def display_command(argv: Sequence[str], root: Path = REPO_ROOT) -> str:
     """The command as it is recorded in logs and manifests: ``python``, then repository-relative paths."""
-    return shlex.join(["python", *(_relative(str(w), Path(root)) for w in argv)])
+    return shlex.join(["python", *(repo_relative(str(w), Path(root)) for w in argv)])
 
 
 def _command(run: Run) -> str:

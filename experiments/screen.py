@@ -55,7 +55,7 @@ import tyro  # noqa: E402
 
 from experiments.grid import REPO_ROOT, Run, expand_grid, parse_setting, run_state  # noqa: E402
 from experiments.results import last_n_mean  # noqa: E402
-from experiments.runner import run_all, write_manifest  # noqa: E402
+from experiments.runner import code_version, repo_relative, run_all, write_manifest  # noqa: E402
 from experiments.sweep import SEARCH_SPACE, ParamName, trial_setting  # noqa: E402
 
 __all__ = ["Args", "sample_trials", "plan_stage1", "plan_stage2", "choose", "plan_heldout", "heldout_table",
@@ -439,8 +439,8 @@ def _heldout(args: Args) -> int:
         title, panels = heldout_panels(args, choice)
         draw_panels(load_results(out), "heldout", title, panels, out / "fig6.png", n_boot=10_000,
                     last_n=args.last_n)
-    meta = {"commit": os.environ.get("GASIL_COMMIT", ""),
-            "choice": os.path.relpath(choice_path, args.heldout_dir),
+    meta = {"commit": os.environ.get("GASIL_COMMIT") or code_version(str(REPO_ROOT)),
+            "choice": repo_relative(str(choice_path.resolve())),
             "screening_commit": choice.get("commit", ""), "seeds": list(args.heldout_seeds),
             "add_setting": args.add_setting}
     (Path(args.heldout_dir) / "heldout.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from experiments import runner
 from experiments.screen import Args, choose, main, plan_heldout, plan_stage1, plan_stage2, sample_trials
 from experiments.sweep import SEARCH_SPACE
 
@@ -258,7 +260,9 @@ def test_heldout_report_writes_the_tables_and_the_figure(tmp_path):
                                   "PPO, undelayed"]
     assert hopper.loc["PPO+GASIL, blind D (control)", "final_mean"] == 1000.5
     assert ratios.loc["Walker2d-v5", "over_blind"] == pytest.approx(2000.5 / 1000.5)
-    assert json.loads((heldout / "heldout.json").read_text())["choice"] == "../screen.json"  # no machine path
+    meta = json.loads((heldout / "heldout.json").read_text())
+    assert meta["choice"] == str(tmp_path / "screen.json")  # in no git checkout: as given
+    assert meta["commit"] == (os.environ.get("GASIL_COMMIT") or runner.code_version(str(runner.REPO_ROOT)))
     assert ratios.loc["geometric mean", "over_blind"] == pytest.approx(2000.5 / 1000.5)
     assert hopper.loc["PPO+GASIL (task's setting)", "final_mean"] == 2100.5
     assert hopper.loc["PPO", "setting"] == "delayed20+lr0.0003"
