@@ -49,7 +49,9 @@ class Args:
 
 def stack_config(task: str, setting: str):
     """The GASILConfig ``algos/ppo.py`` builds for PPO+GASIL with ``setting`` (and its batch size)."""
-    sys.path.insert(0, str(REPO_ROOT / "algos"))
+    algos = str(REPO_ROOT / "algos")
+    if algos not in sys.path:  # algos/ is a folder of scripts; its scripts import run_utils the same way
+        sys.path.insert(0, algos)
     import run_utils
 
     _, flags = parse_setting(setting)  # after the agent's and the task's flags, as the runner puts them
