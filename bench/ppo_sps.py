@@ -11,7 +11,6 @@ this project uses.
 """
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
@@ -20,15 +19,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_ppo():
-    """Import algos/ppo.py as a module (algos/ is a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location("ppo", ROOT / "algos" / "ppo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ppo"] = module  # tyro and dataclasses resolve the module by name
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(ROOT))  # experiments/ (the repository root is not installed; gasil_wrappers is)
+from experiments.scripts import load_script  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +36,7 @@ def main() -> None:
     if os.environ.get("OMP_NUM_THREADS") != "1":
         print("note: run with OMP_NUM_THREADS=1 for numbers comparable with the reference", file=sys.stderr)
 
-    ppo = load_ppo()
+    ppo = load_script("ppo")
     runs = {
         "PPO": [],
         "PPO+GASIL": ["--stack.gasil", "True", "--stack.delay", "20"],

@@ -16,9 +16,7 @@ PPO runs need ``--stack.top-k True`` so that their buffer is recorded (it does n
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,19 +29,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import tyro  # noqa: E402
 
+from experiments.scripts import load_script  # noqa: E402
 from gasil_wrappers import GASILConfig, GASILState  # noqa: E402
 from gasil_wrappers.envs.point_mass import PointMassEnv  # noqa: E402
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_ppo_module():
-    """algos/ppo.py as a module (the scripts are files, not a package)."""
-    spec = importlib.util.spec_from_file_location("algos_ppo", REPO_ROOT / "algos" / "ppo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass
@@ -160,7 +148,7 @@ class Args:
 
 
 def main(args: Args) -> None:
-    ppo = load_ppo_module()
+    ppo = load_script("ppo", "algos_ppo")
     paths = sorted(
         Path(args.run, "snapshots").glob("*.pt"), key=lambda p: int(re.findall(r"\d+", p.stem)[-1])
     )

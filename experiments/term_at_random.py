@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402
 import tyro  # noqa: E402
 
 import gasil_wrappers  # noqa: E402
-from experiments.grid import AGENTS, REPO_ROOT, TASK_AGENT_FLAGS, parse_setting  # noqa: E402
+from experiments.grid import AGENTS, TASK_AGENT_FLAGS, parse_setting  # noqa: E402
+from experiments.scripts import load_script  # noqa: E402
 from gasil_wrappers.config import INFO_KEY  # noqa: E402
 
 #: the single setting the screening chose (results/screen-500k/screen.json)
@@ -49,11 +50,7 @@ class Args:
 
 def stack_config(task: str, setting: str):
     """The GASILConfig ``algos/ppo.py`` builds for PPO+GASIL with ``setting`` (and its batch size)."""
-    algos = str(REPO_ROOT / "algos")
-    if algos not in sys.path:  # algos/ is a folder of scripts; its scripts import run_utils the same way
-        sys.path.insert(0, algos)
-    import run_utils
-
+    run_utils = load_script("run_utils")
     _, flags = parse_setting(setting)  # after the agent's and the task's flags, as the runner puts them
     flags = (*AGENTS["ppo_gasil"].flags, *TASK_AGENT_FLAGS.get((task, "ppo_gasil"), ()), *flags)
     args = tyro.cli(run_utils.Args, args=["--env-id", task, *flags],

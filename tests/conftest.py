@@ -62,23 +62,6 @@ def mujoco_id(task: str) -> str:
     return f"{task}-v5" if f"{task}-v5" in gym.registry else f"{task}-v4"
 
 
-def load_script(name: str, module_name: str | None = None):
-    """Import ``algos/<name>.py`` as a module (algos/ is a folder of scripts, not a package).
-
-    The module is registered in ``sys.modules`` because tyro resolves the dataclasses' module by name.
-    """
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "algos" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(module_name or name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A local Ray instance (2 CPUs) for a test module; its workers import this checkout."""

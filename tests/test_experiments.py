@@ -606,3 +606,15 @@ def test_term_at_random_measures_the_term_of_the_setting_the_scripts_build():
     assert small["term_std"] < small["term_mean"] / 3
     assert large["term_mean"] == pytest.approx(2 * small["term_mean"], rel=1e-6)
     assert 0 < small["term_share"] < large["term_share"] < 1
+
+
+def test_load_script_executes_a_fresh_copy_under_the_name_asked_and_refuses_unknown_scripts():
+    from experiments.scripts import load_script
+
+    first, second = load_script("ppo", "ppo_copy_a"), load_script("ppo", "ppo_copy_b")
+    assert first is not second and first.Args is not second.Args
+    # tyro and dataclasses resolve a class by its module name
+    assert first.Args.__module__ == "ppo_copy_a" and sys.modules["ppo_copy_b"] is second
+    assert callable(first.train) and first.train is not second.train
+    with pytest.raises(FileNotFoundError, match="no script"):
+        load_script("not_a_script")

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import tyro
 
+from experiments.scripts import load_script
 from gasil_wrappers.envs.point_mass import PointMassEnv
-from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 

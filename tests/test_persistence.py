@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gasil_wrappers
+from experiments.scripts import load_script
 from gasil_wrappers import (
     DelayedReward,
     DiscriminatorRewardWrapper,
@@ -45,7 +46,6 @@ from gasil_wrappers import (
     save_env_state,
 )
 from gasil_wrappers.persistence import ENV_STATE_VERSION, register_stateless, torch_load_plain
-from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "hopper_stack_state.pt"

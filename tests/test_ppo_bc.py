@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import torch
 
+from experiments.scripts import load_script
 from gasil_wrappers import GoodTrajectoryBuffer
-from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "algos" / "ppo_bc.py"
