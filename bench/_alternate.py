@@ -1,9 +1,27 @@
-"""What the ratio benchmarks share: run PPO and PPO+GASIL in alternating pairs and compare them."""
+"""What the ratio benchmarks share: their common flags, and running PPO and PPO+GASIL in alternating
+pairs to compare them."""
 
+import argparse
+import os
 import statistics
+import sys
 from collections.abc import Callable
 
 import numpy as np
+
+
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Add the flags every ratio benchmark has (``--seed``, ``--repeat``) to ``parser`` and parse them.
+
+    Warns on stderr when ``OMP_NUM_THREADS`` is not 1 (the benchmarks' figures are for one thread).
+    """
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=1, help="pairs of runs (PPO, PPO+GASIL), alternating "
+                        "which goes first; the figure is the mean of the per-pair ratios (default 1)")
+    opts = parser.parse_args()
+    if os.environ.get("OMP_NUM_THREADS") != "1":
+        print("note: run with OMP_NUM_THREADS=1 for numbers comparable with the reference", file=sys.stderr)
+    return opts
 
 
 def alternate(run: Callable[[bool, int], float], repeat: int) -> tuple[float, float, float]:

@@ -13,13 +13,11 @@ goal: >= 0.90).
 """
 
 import argparse
-import os
-import sys
 import time
 from pathlib import Path
 
 import ray
-from _alternate import alternate  # bench/, beside this script
+from _alternate import alternate, parse_args  # bench/, beside this script
 from ray.rllib.algorithms.ppo import PPOConfig
 
 from gasil_wrappers.ray_owner import RayGASILOwner
@@ -69,12 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=4, help="timed train() calls per run (default 4)")
     parser.add_argument("--batch", type=int, default=2048, help="train batch in env steps (default 2048)")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=1, help="pairs of runs (PPO, PPO+GASIL), alternating "
-                        "which goes first; the figure is the mean of the per-pair ratios (default 1)")
-    opts = parser.parse_args()
-    if os.environ.get("OMP_NUM_THREADS") != "1":
-        print("note: run with OMP_NUM_THREADS=1 for numbers comparable with the reference", file=sys.stderr)
+    opts = parse_args(parser)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}})
     ppo, gasil, ratio = alternate(

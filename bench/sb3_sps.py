@@ -13,12 +13,10 @@ not timed. The last line printed is the ratio PPO+GASIL SPS / PPO SPS (with
 """
 
 import argparse
-import os
-import sys
 import time
 
 import torch
-from _alternate import alternate  # bench/, beside this script
+from _alternate import alternate, parse_args  # bench/, beside this script
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecNormalize
@@ -52,12 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=16384, help="env steps per run (default 16384)")
     parser.add_argument("--env-id", default="Hopper-v5")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--repeat", type=int, default=1, help="pairs of runs (PPO, PPO+GASIL), alternating "
-                        "which goes first; the figure is the mean of the per-pair ratios (default 1)")
-    opts = parser.parse_args()
-    if os.environ.get("OMP_NUM_THREADS") != "1":
-        print("note: run with OMP_NUM_THREADS=1 for numbers comparable with the reference", file=sys.stderr)
+    opts = parse_args(parser)
     torch.set_num_threads(1)
     # Warm-up, not reported: imports, worker start, first allocations, and torch's lazy imports at D's
     # first Adam step (about 1-2 s once per process, which a long run does not notice).
