@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -55,6 +57,26 @@ _groups = itertools.count()
 def group():
     """A fresh GASILState group name, so tests never share state."""
     return f"test-{next(_groups)}"
+
+
+def error_in_fork(action: Callable[[], object]) -> str:
+    """Run ``action`` in a forked child; return ``"<ExceptionType>: <message>"`` of what it raised there,
+    or ``"no error"``. The child always leaves by ``os._exit``, so it never runs the rest of the session."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        message = "no error"
+        try:
+            action()
+        except BaseException as e:  # whatever it is, the parent asserts on it
+            message = f"{type(e).__name__}: {e}"
+        finally:
+            os.write(write, message.encode()[:2000])
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as pipe:
+        return pipe.read().decode()
 
 
 def mujoco_id(task: str) -> str:

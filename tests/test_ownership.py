@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from gasil_wrappers import GASILConfig, find_state, wrap_stack
-from tests.conftest import ScriptedEnv, mujoco_id
+from tests.conftest import ScriptedEnv, error_in_fork, mujoco_id
 
 HOPPER = "gasil_wrappers:GASIL-Delayed" + mujoco_id("Hopper")
 POINT = "gasil_wrappers:GASIL-PointMass-v0"  # no MuJoCo: quick to import in a spawned worker
@@ -277,16 +277,5 @@ def test_a_state_pickled_into_another_process_raises():
 def test_a_state_used_in_a_forked_process_raises_at_reset():
     env = gym.make(POINT, group="forked")
     run(env, 3)
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            env.reset()
-            message = b"no error"
-        except RuntimeError as e:
-            message = str(e).encode()
-        os.write(write, message[:300])
-        os._exit(0)
-    os.close(write)
-    os.waitpid(pid, 0)
-    assert b"was built in process" in os.read(read, 300)
+    message = error_in_fork(env.reset)
+    assert message.startswith("GASILOwnershipError") and "was built in process" in message

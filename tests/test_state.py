@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gasil_wrappers import GASILConfig, GASILState, find_state, wrap_stack
-from tests.conftest import ScriptedEnv, mujoco_id
+from tests.conftest import ScriptedEnv, error_in_fork, mujoco_id
 
 
 def test_sync_vector_env_of_four_separate_makes_shares_one_state(group):
@@ -201,19 +201,9 @@ def test_a_child_forked_mid_round_refuses_to_apply_it():
     state = fed_state(lag=10)
     feed(state, 35, seed=1)  # the first round started at step 32 and is pending
     assert state._pending is not None
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: applying the parent's round must fail with a clear error
-        try:
-            feed(state, 10, seed=2)
-            message = b"no error"
-        except RuntimeError as e:
-            message = str(e).encode()
-        os.write(write, message[:500])
-        os._exit(0)
-    os.close(write)
-    os.waitpid(pid, 0)
-    assert b"forked while a discriminator round trained" in os.read(read, 500)
+    # the child: applying the parent's round must fail with a clear error
+    message = error_in_fork(lambda: feed(state, 10, seed=2))
+    assert message.startswith("RuntimeError") and "forked while a discriminator round trained" in message
     feed(state, 10, seed=2)  # the parent applies it as usual
     assert state.rounds == 1
 
