@@ -29,7 +29,9 @@ Protocol (all at ``--total-timesteps``, 500k by default, on the delayed tasks):
    every step alive whatever D knows, so GASIL ÷ PPO alone cannot tell imitation from that bonus;
    GASIL ÷ blind-D can (docs/results.md, "Is it imitation").
    ``heldout.csv`` then has per agent and task the mean, 95% bootstrap interval and per-seed values,
-   and GASIL ÷ PPO (and ÷ blind-D) per task with the geometric mean.
+   and GASIL ÷ PPO (and ÷ blind-D) per task with the geometric mean; ``heldout.md`` the same as
+   markdown tables with the verdict on issue 11's bar (:func:`heldout_verdict`: none until the main
+   comparison is complete).
 
 Objective of a run: the mean true return of its last ``--last-n`` episodes. Everything lives in the
 runner's layout under ``--results-dir``; the command resumes after an interruption (finished runs are
@@ -58,7 +60,8 @@ from experiments.results import last_n_mean  # noqa: E402
 from experiments.runner import code_version, repo_relative, run_all, write_manifest  # noqa: E402
 from experiments.sweep import SEARCH_SPACE, ParamName, trial_setting  # noqa: E402
 
-__all__ = ["Args", "sample_trials", "plan_stage1", "plan_stage2", "choose", "plan_heldout", "heldout_table",
+__all__ = ["Args", "sample_trials", "plan_stage1", "plan_stage2", "choose", "plan_heldout", "heldout_parts",
+           "heldout_verdict", "heldout_markdown", "heldout_table",
            "heldout_ratios", "heldout_panels", "ratio_interval", "blind_d", "unscreened", "with_component",
            "BLIND_D_LR", "main"]
 
@@ -257,6 +260,12 @@ def plan_heldout(args: Args, choice: dict) -> list[Run]:
     and the undelayed check (101–105). A campaign cut anywhere (it spans many
     sessions on a small machine) so has the same seeds for every agent and task of the comparison.
     """
+    main, rest = heldout_parts(args, choice)
+    return main + rest
+
+
+def heldout_parts(args: Args, choice: dict) -> tuple[list[Run], list[Run]]:
+    """:func:`plan_heldout`'s two parts: (the main comparison, the other agents and the undelayed check)."""
     seeds, half = list(args.heldout_seeds), list(args.heldout_seeds[: max(1, len(args.heldout_seeds) // 2)])
 
     def run(agent, task, setting, seed):
@@ -265,20 +274,20 @@ def plan_heldout(args: Args, choice: dict) -> list[Run]:
                            checkpoint_every=args.checkpoint_every)
 
     single, undelayed_single = choice["single"], _undelayed(args, choice["single"])
-    plan = []
+    main, rest = [], []
     for seed in seeds:
         for task in args.tasks:
-            plan += run("ppo", task, choice["ppo"][task], seed) + run("ppo_gasil", task, single, seed)
+            main += run("ppo", task, choice["ppo"][task], seed) + run("ppo_gasil", task, single, seed)
             if args.blind_d_control:
-                plan += run("ppo_gasil", task, blind_d(single), seed)
+                main += run("ppo_gasil", task, blind_d(single), seed)
             if choice["per_task"].get(task, single) != single:
-                plan += run("ppo_gasil", task, choice["per_task"][task], seed)
+                main += run("ppo_gasil", task, choice["per_task"][task], seed)
     for seed in half:
         for task in args.tasks:
-            plan += run("ppo_sil", task, _plain(args, args.base_setting), seed)
-            plan += run("ppo_bc", task, _plain(args, args.base_setting), seed)
-            plan += run("ppo", task, _plain(args), seed) + run("ppo_gasil", task, undelayed_single, seed)
-    return plan
+            rest += run("ppo_sil", task, _plain(args, args.base_setting), seed)
+            rest += run("ppo_bc", task, _plain(args, args.base_setting), seed)
+            rest += run("ppo", task, _plain(args), seed) + run("ppo_gasil", task, undelayed_single, seed)
+    return main, rest
 
 
 def _undelayed(args: Args, setting: str) -> str:
@@ -374,6 +383,99 @@ def heldout_ratios(args: Args, finals: pd.DataFrame, choice: dict) -> pd.DataFra
     return pd.concat([ratios, pd.DataFrame([last])], ignore_index=True)
 
 
+#: issue 11's bar (PPO+GASIL ÷ PPO per delayed task, and their geometric mean) and its stretch goal (PPO+GASIL
+#: on the delayed task ÷ PPO on the undelayed one), fixed before any held-out value was read
+BAR_PER_TASK, BAR_GEOMEAN, STRETCH_REPAIRED = 1.0, 1.5, 0.9
+
+
+def heldout_verdict(args: Args, ratios: pd.DataFrame, main: Sequence[Run], rest: Sequence[Run]) -> dict:
+    """What the held-out ratios say against issue 11's bar, read only where the runs behind it are complete.
+
+    ``bar``: "met" / "not met" once every run of the main comparison has finished, else "incomplete"
+    (no verdict on part of a campaign). ``per_task``: task → ratio ≥ :data:`BAR_PER_TASK`; ``geomean``:
+    the geometric mean ≥ :data:`BAR_GEOMEAN`. ``defaults_check`` ("passed" / "failed" / "incomplete"):
+    on every task PPO+GASIL without the delay is not below PPO beyond seed noise, i.e. the upper end of
+    the 95% interval of ``ratio_undelayed`` reaches 1.0. ``repaired``: task → ``repaired`` ≥
+    :data:`STRETCH_REPAIRED` (the stretch goal; needs the undelayed PPO runs).
+    """
+    def done(runs: Sequence[Run]) -> int:
+        return sum(run_state(r) == "done" for r in runs)
+
+    per_task_rows = ratios[ratios.task != "geometric mean"].set_index("task")
+    geomean = float(ratios.loc[ratios.task == "geometric mean", "ratio"].iloc[0])
+    per_task = {t: bool(per_task_rows.loc[t, "ratio"] >= BAR_PER_TASK) for t in per_task_rows.index}
+    main_done, rest_done = done(main), done(rest)
+    bar = "incomplete"
+    if main_done == len(main):
+        bar = "met" if all(per_task.values()) and geomean >= BAR_GEOMEAN else "not met"
+    defaults = "incomplete"
+    if main_done == len(main) and rest_done == len(rest):
+        defaults = "passed" if (per_task_rows["ratio_undelayed_hi"] >= 1.0).all() else "failed"
+    return {"bar": bar, "per_task": per_task, "geomean": geomean, "geomean_met": geomean >= BAR_GEOMEAN,
+            "defaults_check": defaults,
+            "repaired": {t: bool(per_task_rows.loc[t, "repaired"] >= STRETCH_REPAIRED)
+                         for t in per_task_rows.index},
+            "main_done": main_done, "main_runs": len(main), "rest_done": rest_done, "rest_runs": len(rest)}
+
+
+def heldout_markdown(args: Args, meta: dict, table: pd.DataFrame, ratios: pd.DataFrame, verdict: dict) -> str:
+    """``heldout.md``: the held-out result as docs/results.md reports it (tables to paste, the verdict)."""
+    def num(x: float) -> str:
+        return "—" if pd.isna(x) else f"{x:,.0f}"
+
+    def ratio(row, name: str) -> str:
+        if pd.isna(row[name]):
+            return "—"
+        lo, hi = row.get(f"{name}_lo", np.nan), row.get(f"{name}_hi", np.nan)
+        return f"{row[name]:.2f}" + ("" if pd.isna(lo) else f" [{lo:.2f}, {hi:.2f}]")
+
+    def yes(flag: bool) -> str:
+        return "yes" if flag else "no"
+
+    seeds = args.heldout_seeds
+    half = seeds[: max(1, len(seeds) // 2)]
+    variant = f", every run +`{meta['add_setting']}`" if meta.get("add_setting") else ""
+    lines = [
+        f"# Held-out evaluation: `{repo_relative(str(Path(args.heldout_dir).resolve()))}`", "",
+        f"Code `{meta['commit']}`; choice `{meta['choice']}` (screening `{meta['screening_commit']}`)"
+        f"{variant}. "
+        f"{args.heldout_timesteps:,} steps; seeds {seeds[0]}–{seeds[-1]} (PPO+SIL, PPO+BC and the undelayed "
+        f"check {half[0]}–{half[-1]}). A run's value: the mean true return of its last {args.last_n} "
+        "episodes; intervals: 95% percentile bootstrap over seeds.", "",
+        f"Runs finished: main comparison {verdict['main_done']} of {verdict['main_runs']}; other agents and "
+        f"undelayed check {verdict['rest_done']} of {verdict['rest_runs']}.", "",
+        f"**Bar** (PPO+GASIL ÷ PPO ≥ {BAR_PER_TASK} on every delayed task and ≥ {BAR_GEOMEAN} as the "
+        f"geometric mean): **{verdict['bar']}**. **Defaults check** (undelayed, not below PPO beyond seed "
+        "noise): "
+        f"**{verdict['defaults_check']}**.", "",
+        "| delayed task | PPO | PPO+GASIL (single) | ÷ PPO | ≥ 1.0 | task's setting | ÷ PPO | blind D | "
+        "GASIL ÷ blind D |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for _, row in ratios.iterrows():
+        if row.task == "geometric mean":
+            lines.append(f"| geometric mean | | | {ratio(row, 'ratio')} | ≥ {BAR_GEOMEAN}: "
+                         f"{yes(verdict['geomean_met'])} ({verdict['geomean']:.3f}) | | "
+                         f"{ratio(row, 'ratio_task')} | | {ratio(row, 'over_blind')} |")
+        else:
+            lines.append(f"| {row.task} | {num(row.ppo)} | {num(row.ppo_gasil)} | {ratio(row, 'ratio')} | "
+                         f"{yes(verdict['per_task'][row.task])} | {num(row.ppo_gasil_task)} | "
+                         f"{ratio(row, 'ratio_task')} | {num(row.ppo_gasil_blind)} | "
+                         f"{ratio(row, 'over_blind')} |")
+    lines += ["", f"| task | PPO undelayed | PPO+GASIL delayed ÷ PPO undelayed (stretch ≥ "
+              f"{STRETCH_REPAIRED}) | PPO+GASIL undelayed | ÷ PPO undelayed |",
+              "| --- | --- | --- | --- | --- |"]
+    for _, row in ratios[ratios.task != "geometric mean"].iterrows():
+        lines.append(f"| {row.task} | {num(row.ppo_undelayed)} | {ratio(row, 'repaired')} | "
+                     f"{num(row.ppo_gasil_undelayed)} | {ratio(row, 'ratio_undelayed')} |")
+    lines += ["", "| agent | task | setting | seeds | mean [95% interval] | per seed |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for _, row in table.iterrows():
+        lines.append(f"| {row.agent} | {row.task} | `{row.setting}` | {row.n_seeds} | "
+                     f"{num(row['mean'])} [{num(row.lo)}, {num(row.hi)}] | {row.per_seed} |")
+    return "\n".join(lines) + "\n"
+
+
 def heldout_panels(args: Args, choice: dict) -> tuple[str, list]:
     """The held-out figure's title and panels: on each delayed task Figure 6's four agents (PPO+GASIL with
     the single setting, and with the task's own where it differs), the blind-D control (brown) and
@@ -443,8 +545,11 @@ def _heldout(args: Args) -> int:
             "choice": repo_relative(str(choice_path.resolve())),
             "screening_commit": choice.get("commit", ""), "seeds": list(args.heldout_seeds),
             "add_setting": args.add_setting}
-    (Path(args.heldout_dir) / "heldout.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (out / "heldout.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(ratios.to_string(index=False))
+    verdict = heldout_verdict(args, ratios, *heldout_parts(args, choice))
+    (out / "heldout.md").write_text(heldout_markdown(args, meta, table, ratios, verdict))
+    print(f"bar: {verdict['bar']}; defaults check: {verdict['defaults_check']} ({out / 'heldout.md'})")
     return 0
 
 

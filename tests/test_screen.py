@@ -270,3 +270,47 @@ def test_heldout_report_writes_the_tables_and_the_figure(tmp_path):
     walker = finals[finals.panel == "Walker2d-v5, undelayed"].set_index("curve")
     assert walker.loc["PPO+GASIL (single setting)", "setting"] == "alpha1"
     assert set(finals.figure) == {"heldout"} and set(finals.n_seeds) == {2}
+    # heldout.md: the same numbers as tables, and no verdict on 2 of 10 seeds
+    report = (heldout / "heldout.md").read_text()
+    assert "Runs finished: main comparison 20 of 100; other agents and undelayed check 24 of 60." in report
+    assert "**Bar** (PPO+GASIL ÷ PPO ≥ 1.0 on every delayed task and ≥ 1.5 as the geometric mean): " \
+           "**incomplete**" in report and "**Defaults check**" in report and "**incomplete**." in report
+    assert "| Walker2d-v5 | 1,000 | 2,000 | 2.00 [2.00, 2.00] | yes | 2,000 | 2.00 [2.00, 2.00] | 1,000 | " \
+           "2.00 [2.00, 2.00] |" in report
+    assert "| ppo_gasil | Hopper-v5 | `delayed20+alpha1` | 2 | 2,000 [2,000, 2,001] | " \
+           "101:2000.0 102:2001.0 |" in report
+
+
+def test_heldout_verdict_reads_the_bar_only_on_a_complete_comparison(tmp_path):
+    from experiments.grid import expand_grid
+    from experiments.screen import heldout_verdict
+
+    main_runs, rest_runs = (expand_grid(agents=["ppo"], tasks=["Hopper-v5"], settings=[s], seeds=[1],
+                                        total_timesteps=1000, results_dir=str(tmp_path))
+                            for s in ("delayed20", "plain"))
+
+    def finish(runs):
+        for run in runs:
+            Path(run.csv_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(run.csv_path).write_text("run,step,true_return\n")
+
+    def ratios(per_task, undelayed_hi=(1.3, 1.0, 1.2)):
+        geomean = float(np.prod(per_task) ** (1 / 3))
+        return pd.DataFrame({"task": [*TASKS, "geometric mean"], "ratio": [*per_task, geomean],
+                             "repaired": [0.95, 0.5, 0.9, np.nan],
+                             "ratio_undelayed_hi": [*undelayed_hi, np.nan]})
+
+    met = ratios((2.0, 2.0, 1.0))  # every task at least 1.0 (HalfCheetah exactly), geometric mean 1.587
+    verdict = heldout_verdict(Args(), met, main_runs, rest_runs)
+    assert verdict["bar"] == "incomplete" and verdict["defaults_check"] == "incomplete"
+    assert verdict["per_task"] == dict.fromkeys(TASKS, True) and verdict["geomean_met"]
+    assert verdict["repaired"] == {"Hopper-v5": True, "Walker2d-v5": False, "HalfCheetah-v5": True}
+    finish(main_runs)
+    assert heldout_verdict(Args(), met, main_runs, rest_runs)["bar"] == "met"
+    assert heldout_verdict(Args(), met, main_runs, rest_runs)["defaults_check"] == "incomplete"
+    assert heldout_verdict(Args(), ratios((2.0, 3.0, 0.99)), main_runs, rest_runs)["bar"] == "not met"
+    assert heldout_verdict(Args(), ratios((1.2, 1.3, 1.4)), main_runs, rest_runs)["bar"] == "not met"  # 1.30
+    finish(rest_runs)
+    assert heldout_verdict(Args(), met, main_runs, rest_runs)["defaults_check"] == "passed"  # 1.0 reaches 1
+    below = ratios((2.0, 2.0, 1.0), undelayed_hi=(1.3, 0.99, 1.2))
+    assert heldout_verdict(Args(), below, main_runs, rest_runs)["defaults_check"] == "failed"
