@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -61,7 +62,7 @@ from experiments.runner import code_version, repo_relative, run_all, write_manif
 from experiments.sweep import SEARCH_SPACE, ParamName, trial_setting  # noqa: E402
 
 __all__ = ["Args", "sample_trials", "plan_stage1", "plan_stage2", "choose", "plan_heldout", "heldout_parts",
-           "heldout_verdict", "heldout_markdown", "heldout_table",
+           "heldout_verdict", "heldout_markdown", "run_commits", "heldout_table",
            "heldout_ratios", "heldout_panels", "ratio_interval", "blind_d", "unscreened", "with_component",
            "BLIND_D_LR", "main"]
 
@@ -418,6 +419,21 @@ def heldout_verdict(args: Args, ratios: pd.DataFrame, main: Sequence[Run], rest:
             "main_done": main_done, "main_runs": len(main), "rest_done": rest_done, "rest_runs": len(rest)}
 
 
+def run_commits(runs: Sequence[Run]) -> dict[str, int]:
+    """Commit → how many of the finished ``runs`` ran it, from their logs (the runner writes ``# code
+    <commit>`` on every start and resume; a run that names two commits counts for both, ``unknown`` when
+    its log names none). More than one key: code changed inside the campaign."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        if run_state(run) != "done":
+            continue
+        log = Path(run.log_path)
+        found = set(re.findall(r"# code (\S+)$", log.read_text(), flags=re.M)) if log.exists() else set()
+        for commit in found or {"unknown"}:
+            counts[commit] = counts.get(commit, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def heldout_markdown(args: Args, meta: dict, table: pd.DataFrame, ratios: pd.DataFrame, verdict: dict) -> str:
     """``heldout.md``: the held-out result as docs/results.md reports it (tables to paste, the verdict)."""
     def num(x: float) -> str:
@@ -435,10 +451,14 @@ def heldout_markdown(args: Args, meta: dict, table: pd.DataFrame, ratios: pd.Dat
     seeds = args.heldout_seeds
     half = seeds[: max(1, len(seeds) // 2)]
     variant = f", every run +`{meta['add_setting']}`" if meta.get("add_setting") else ""
+    commits = ", ".join(f"`{c}` {n}" for c, n in meta.get("run_commits", {}).items()) or "none"
+    if len(meta.get("run_commits", {})) > 1:
+        commits += " (**more than one commit: the code changed inside this campaign**)"
     lines = [
         f"# Held-out evaluation: `{repo_relative(str(Path(args.heldout_dir).resolve()))}`", "",
-        f"Code `{meta['commit']}`; choice `{meta['choice']}` (screening `{meta['screening_commit']}`)"
-        f"{variant}. "
+        f"Campaign commit `{meta['commit']}`; choice `{meta['choice']}` "
+        f"(screening `{meta['screening_commit']}`){variant}. "
+        f"Finished runs by the code their logs name: {commits}. "
         f"{args.heldout_timesteps:,} steps; seeds {seeds[0]}–{seeds[-1]} (PPO+SIL, PPO+BC and the undelayed "
         f"check {half[0]}–{half[-1]}). A run's value: the mean true return of its last {args.last_n} "
         "episodes; intervals: 95% percentile bootstrap over seeds.", "",
@@ -544,7 +564,7 @@ def _heldout(args: Args) -> int:
     meta = {"commit": os.environ.get("GASIL_COMMIT") or code_version(str(REPO_ROOT)),
             "choice": repo_relative(str(choice_path.resolve())),
             "screening_commit": choice.get("commit", ""), "seeds": list(args.heldout_seeds),
-            "add_setting": args.add_setting}
+            "add_setting": args.add_setting, "run_commits": run_commits(plan)}
     (out / "heldout.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(ratios.to_string(index=False))
     verdict = heldout_verdict(args, ratios, *heldout_parts(args, choice))

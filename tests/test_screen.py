@@ -241,6 +241,10 @@ def test_heldout_report_writes_the_tables_and_the_figure(tmp_path):
                 1000.0 if "dlr1e-12" in run.setting else 0.0)
             pd.DataFrame({"run": run.name, "step": np.arange(1, 31) * 1000,
                           "true_return": np.full(30, value)}).to_csv(run.csv_path, index=False)
+    logged = [run for run in plan if run.seed in (101, 102)][:3]  # the runner's start and resume lines
+    for run, lines in zip(logged, (["abc1234"], ["abc1234", "abc1234"], ["abc1234", "def5678"])):
+        Path(run.log_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(run.log_path).write_text("".join(f"# t start: python x.py  # code {c}\nran\n" for c in lines))
     assert main(["--heldout", "--report-only", "--results-dir", str(tmp_path),
                  "--heldout-dir", str(heldout)]) == 0
     table = pd.read_csv(heldout / "heldout.csv")
@@ -263,6 +267,7 @@ def test_heldout_report_writes_the_tables_and_the_figure(tmp_path):
     meta = json.loads((heldout / "heldout.json").read_text())
     assert meta["choice"] == str(tmp_path / "screen.json")  # in no git checkout: as given
     assert meta["commit"] == (os.environ.get("GASIL_COMMIT") or runner.code_version(str(runner.REPO_ROOT)))
+    assert meta["run_commits"] == {"abc1234": 3, "def5678": 1, "unknown": 41}  # 44 finished runs, 3 logged
     assert ratios.loc["geometric mean", "over_blind"] == pytest.approx(2000.5 / 1000.5)
     assert hopper.loc["PPO+GASIL (task's setting)", "final_mean"] == 2100.5
     assert hopper.loc["PPO", "setting"] == "delayed20+lr0.0003"
@@ -273,6 +278,8 @@ def test_heldout_report_writes_the_tables_and_the_figure(tmp_path):
     # heldout.md: the same numbers as tables, and no verdict on 2 of 10 seeds
     report = (heldout / "heldout.md").read_text()
     assert "Runs finished: main comparison 20 of 100; other agents and undelayed check 24 of 60." in report
+    assert "Finished runs by the code their logs name: `abc1234` 3, `def5678` 1, `unknown` 41 (**more than " \
+           "one commit: the code changed inside this campaign**)." in report
     assert "**Bar** (PPO+GASIL ÷ PPO ≥ 1.0 on every delayed task and ≥ 1.5 as the geometric mean): " \
            "**incomplete**" in report and "**Defaults check**" in report and "**incomplete**." in report
     assert "| Walker2d-v5 | 1,000 | 2,000 | 2.00 [2.00, 2.00] | yes | 2,000 | 2.00 [2.00, 2.00] | 1,000 | " \
