@@ -267,7 +267,7 @@ def plan_heldout(args: Args, choice: dict) -> list[Run]:
 
 def heldout_parts(args: Args, choice: dict) -> tuple[list[Run], list[Run]]:
     """:func:`plan_heldout`'s two parts: (the main comparison, the other agents and the undelayed check)."""
-    seeds, half = list(args.heldout_seeds), list(args.heldout_seeds[: max(1, len(args.heldout_seeds) // 2)])
+    seeds, half = list(args.heldout_seeds), _half_seeds(args)
 
     def run(agent, task, setting, seed):
         return expand_grid(agents=[agent], tasks=[task], settings=[setting], seeds=[seed],
@@ -289,6 +289,11 @@ def heldout_parts(args: Args, choice: dict) -> tuple[list[Run], list[Run]]:
             rest += run("ppo_bc", task, _plain(args, args.base_setting), seed)
             rest += run("ppo", task, _plain(args), seed) + run("ppo_gasil", task, undelayed_single, seed)
     return main, rest
+
+
+def _half_seeds(args: Args) -> list[int]:
+    """The first half of the held-out seeds (at least one): PPO+SIL's, PPO+BC's and the undelayed check's."""
+    return list(args.heldout_seeds[: max(1, len(args.heldout_seeds) // 2)])
 
 
 def _undelayed(args: Args, setting: str) -> str:
@@ -448,8 +453,7 @@ def heldout_markdown(args: Args, meta: dict, table: pd.DataFrame, ratios: pd.Dat
     def yes(flag: bool) -> str:
         return "yes" if flag else "no"
 
-    seeds = args.heldout_seeds
-    half = seeds[: max(1, len(seeds) // 2)]
+    seeds, half = args.heldout_seeds, _half_seeds(args)
     variant = f", every run +`{meta['add_setting']}`" if meta.get("add_setting") else ""
     commits = ", ".join(f"`{c}` {n}" for c, n in meta.get("run_commits", {}).items()) or "none"
     if len(meta.get("run_commits", {})) > 1:
