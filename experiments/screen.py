@@ -544,7 +544,8 @@ def _heldout(args: Args) -> int:
         raise SystemExit(f"{choice_path} was written before the screening finished ({len(missing)} candidate "
                          f"runs without both seeds, e.g. {missing[0]}): finish it, then the choice is frozen")
     choice = with_component(choice, args.add_setting)
-    plan = plan_heldout(args, choice)
+    main_runs, rest_runs = heldout_parts(args, choice)
+    plan = main_runs + rest_runs  # plan_heldout's order
     if args.dry_run:
         for run in plan:
             print(f"{run_state(run):6s} {run.name}")
@@ -571,7 +572,7 @@ def _heldout(args: Args) -> int:
             "add_setting": args.add_setting, "run_commits": run_commits(plan)}
     (out / "heldout.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(ratios.to_string(index=False))
-    verdict = heldout_verdict(args, ratios, *heldout_parts(args, choice))
+    verdict = heldout_verdict(args, ratios, main_runs, rest_runs)
     (out / "heldout.md").write_text(heldout_markdown(args, meta, table, ratios, verdict))
     print(f"bar: {verdict['bar']}; defaults check: {verdict['defaults_check']} ({out / 'heldout.md'})")
     return 0
