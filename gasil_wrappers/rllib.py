@@ -21,16 +21,33 @@ result::
 
 The owner actor is found by the name of the config's ``group`` (``env_config["group"]``, "default" if
 not given). RLlib itself is unmodified; Ray (and RLlib) are imported only by this module.
+
+The owner lives outside the Algorithm, so ``algo.save_to_path()`` does not hold its buffer and D (RLlib
+has no save hook a callback could use). :func:`save_checkpoint` / :func:`restore_checkpoint` write and
+read both, the owners' state as ``gasil_owners.pt`` in the checkpoint directory::
+
+    path = save_checkpoint(algo, "ckpt", owner)
+    # later, in a new driver: the owner started with the same config, the algo built as before
+    owner = RayGASILOwner.start(RayGASILOwner.for_env_id(env_id, **env_config))
+    algo = config.build_algo()
+    restore_checkpoint(algo, path, owner)
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+
 import ray
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
+from gasil_wrappers.persistence import _load_file, save_atomically
 from gasil_wrappers.ray_owner import _ACTOR_PREFIX, DEFAULT_NAMESPACE, RayGASILOwner, bind_owner
 
-__all__ = ["GASILCallback", "RayGASILOwner", "owner_diagnostics"]
+__all__ = ["GASILCallback", "RayGASILOwner", "owner_diagnostics", "restore_checkpoint", "save_checkpoint"]
+
+OWNERS_FILE = "gasil_owners.pt"
+_OWNERS_FORMAT = "gasil-rllib-owners/1"
 
 
 def owner_diagnostics(namespace: str = DEFAULT_NAMESPACE, timeout: float = 30.0) -> dict[str, dict]:
@@ -70,3 +87,60 @@ class GASILCallback(RLlibCallback):
         elif diagnostics:
             result["gasil"] = diagnostics
 
+
+
+def _by_group(owners: RayGASILOwner | Sequence[RayGASILOwner]) -> dict[str, RayGASILOwner]:
+    owners = [owners] if isinstance(owners, RayGASILOwner) else list(owners)
+    by_group = {owner.config.group: owner for owner in owners}
+    if not owners or len(by_group) != len(owners):
+        raise ValueError(f"one owner per group, at least one: got groups {[o.config.group for o in owners]}")
+    return by_group
+
+
+def save_checkpoint(algo, path: str, owners: RayGASILOwner | Sequence[RayGASILOwner]) -> str:
+    """``algo.save_to_path(path)``, then each owner's state (buffer, D and its optimizer, counters, rng)
+    into ``path/gasil_owners.pt`` (atomic write); returns the checkpoint directory.
+
+    Call it between ``train()`` calls: what env runners have not shipped yet (episodes in progress, less
+    than a chunk of samples) is not in the owner and not saved, as with ``owner.state_dict()``.
+    """
+    by_group = _by_group(owners)
+    path = str(algo.save_to_path(path))
+    states = {group: owner.state_dict() for group, owner in by_group.items()}
+    save_atomically({"format": _OWNERS_FORMAT, "owners": states}, os.path.join(path, OWNERS_FILE))
+    return path
+
+
+def restore_checkpoint(algo, path: str, owners: RayGASILOwner | Sequence[RayGASILOwner]) -> None:
+    """Restore a :func:`save_checkpoint` directory: each owner's state (published to every env runner),
+    then ``algo.restore_from_path(path)``.
+
+    The owners must be running with the saved configs and be exactly the saved groups. A missing or
+    corrupt owners file, other groups, or a state an owner refuses raise ``ValueError`` before the algo
+    is touched; any failure, the algo's restore included, leaves every owner as it was.
+    """
+    by_group = _by_group(owners)
+    file = os.path.join(str(path), OWNERS_FILE)
+
+    def check(state) -> dict:
+        if not isinstance(state, dict) or state.get("format") != _OWNERS_FORMAT:
+            raise ValueError(f"not a GASIL owners file (format {_OWNERS_FORMAT!r})")
+        saved = state["owners"]
+        if sorted(saved) != sorted(by_group):
+            raise ValueError(f"saved groups {sorted(saved)}, owners given for {sorted(by_group)}")
+        return saved
+
+    found = {}
+    _load_file(file, "GASIL owners", "gasil_wrappers.rllib.save_checkpoint",
+               lambda state: found.update(check(state)))
+    before, loaded = {}, []
+    try:
+        for group, owner in by_group.items():
+            before[group] = owner.state_dict()  # a fresh copy from the actor
+            owner.load_state_dict(found[group])
+            loaded.append(group)
+        algo.restore_from_path(path)
+    except BaseException:
+        for group in loaded:  # nothing lost: every owner as it was
+            by_group[group].load_state_dict(before[group])
+        raise

@@ -10,11 +10,14 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import pickle
+import shutil
 import signal
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.rllib")
@@ -92,6 +95,92 @@ def test_rllib_ppo_with_two_env_runners_trains_one_d_and_survives_a_runner_crash
         assert owner.info()["policy_steps"] >= steps + 900
         assert result["gasil"]["rounds"] > gasil["rounds"]
         assert np.isfinite(result["env_runners"]["episode_return_mean"])
+    finally:
+        algo.stop()
+        owner.close()
+
+
+def _owner_view(state: dict) -> dict:
+    """What a checkpoint must bring back: counters, the buffer's episodes and D's weights, as plain values."""
+    return {
+        "policy_steps": state["policy_steps"], "rounds": state["rounds"],
+        "episodes": [[t.numpy().tolist() for t in ep] for ep in state["buffer"]["episodes"]],
+        "d": {k: v.numpy().tolist() for k, v in state["discriminator"]["net"].items()},
+    }
+
+
+def _policy_weights(algo) -> dict:
+    return algo.learner_group.get_weights()["default_policy"]
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    assert a.keys() == b.keys()
+    return all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_save_and_restore_checkpoint_bring_back_the_owner_with_the_algo(cluster, tmp_path):
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+    from gasil_wrappers.rllib import OWNERS_FILE, restore_checkpoint, save_checkpoint
+
+    group = f"rllib-ckpt-{os.getpid()}-{next(_groups)}"
+    env_config = {"group": group, "d_every": 250, "d_updates": 2, "buffer_steps": 10**6}
+    owner = RayGASILOwner.start(RayGASILOwner.for_env_id(ENV_ID, **env_config))
+    config = (
+        PPOConfig()
+        .environment(ENV_ID, env_config=env_config)
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, rollout_fragment_length=500)
+        .learners(num_learners=0)
+        .training(train_batch_size_per_learner=500, minibatch_size=250, num_epochs=1)
+        .callbacks(GASILCallback)
+        .debugging(seed=0)
+    )
+    algo = config.build_algo()
+    try:
+        algo.train()
+        owner.flush(wait=True)
+        path = save_checkpoint(algo, str(tmp_path / "ckpt"), owner)
+        saved = _owner_view(owner.state_dict())
+        weights = _policy_weights(algo)
+        assert saved["rounds"] >= 1 and saved["episodes"]
+
+        algo.train()
+        owner.flush(wait=True)
+        moved = _owner_view(owner.state_dict())
+        assert not _same_weights(_policy_weights(algo), weights)
+        assert moved["policy_steps"] >= saved["policy_steps"] + 400 and moved["d"] != saved["d"]
+
+        # a corrupt owners file: refused, naming it; the owner as it was
+        broken = tmp_path / "broken"
+        shutil.copytree(path, broken)
+        (broken / OWNERS_FILE).write_bytes(b"not a checkpoint")
+        with pytest.raises(ValueError, match="cannot read GASIL owners .*gasil_owners.pt"):
+            restore_checkpoint(algo, str(broken), owner)
+        # a checkpoint of other groups: refused before anything is loaded
+        other = tmp_path / "other"
+        shutil.copytree(path, other)
+        torch.save({**torch.load(other / OWNERS_FILE, weights_only=False), "owners": {"elsewhere": {}}},
+                   other / OWNERS_FILE)
+        with pytest.raises(ValueError, match=rf"saved groups \['elsewhere'\], owners given for \['{group}"):
+            restore_checkpoint(algo, str(other), owner)
+        assert _owner_view(owner.state_dict()) == moved
+        # the algo's part fails (its state files corrupt, the owners file intact): the owner is rolled back
+        algo_broken = tmp_path / "algo-broken"
+        shutil.copytree(path, algo_broken)
+        state_files = sorted(algo_broken.rglob("*.pkl"))
+        assert state_files
+        for f in state_files:
+            f.write_bytes(b"not a pickle")
+        with pytest.raises(pickle.UnpicklingError):
+            restore_checkpoint(algo, str(algo_broken), owner)
+        assert _owner_view(owner.state_dict()) == moved
+
+        restore_checkpoint(algo, path, owner)
+        assert _owner_view(owner.state_dict()) == saved
+        assert _same_weights(_policy_weights(algo), weights)
+        algo.train()  # and training goes on from there
+        assert owner.info()["policy_steps"] >= saved["policy_steps"] + 400
     finally:
         algo.stop()
         owner.close()
