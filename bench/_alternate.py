@@ -14,11 +14,13 @@ def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
     """Add the flags every ratio benchmark has (``--seed``, ``--repeat``) to ``parser`` and parse them.
 
     Warns on stderr when ``OMP_NUM_THREADS`` is not 1 (the benchmarks' figures are for one thread).
+    Makes stdout line-buffered, so each run's line shows up as it ends when the output goes to a file.
     """
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=1, help="pairs of runs (PPO, PPO+GASIL), alternating "
                         "which goes first; the figure is the mean of the per-pair ratios (default 1)")
     opts = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)
     if os.environ.get("OMP_NUM_THREADS") != "1":
         print("note: run with OMP_NUM_THREADS=1 for numbers comparable with the reference", file=sys.stderr)
     return opts
