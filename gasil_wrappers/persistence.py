@@ -750,15 +750,16 @@ def save_env_state(env: gym.Env | gym.vector.VectorEnv, path: str) -> None:
     save_atomically(vector_env_state_dict(env) if is_vector else env_state_dict(env), path)
 
 
-def _load_file(path: str, what: str, writer: str, load) -> None:
-    """``load(state)`` of the plain data in ``path``; ``ValueError`` naming the file on any failure."""
+def _load_file(path: str, what: str, writer: str, load):
+    """``load(state)`` of the plain data in ``path``, and what it returns; ``ValueError`` naming the file
+    on any failure."""
     try:
         state = torch_load_plain(path)
     except Exception as e:
         raise ValueError(f"cannot read {what} {path!r} (corrupt, or not written by {writer}): "
                          f"{type(e).__name__}: {e}") from e
     try:
-        load(state)
+        return load(state)
     except ValueError as e:
         raise ValueError(f"{what} {path!r}: {e}") from e
 

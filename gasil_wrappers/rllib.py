@@ -88,7 +88,6 @@ class GASILCallback(RLlibCallback):
             result["gasil"] = diagnostics
 
 
-
 def _by_group(owners: RayGASILOwner | Sequence[RayGASILOwner]) -> dict[str, RayGASILOwner]:
     owners = [owners] if isinstance(owners, RayGASILOwner) else list(owners)
     by_group = {owner.config.group: owner for owner in owners}
@@ -130,9 +129,7 @@ def restore_checkpoint(algo, path: str, owners: RayGASILOwner | Sequence[RayGASI
             raise ValueError(f"saved groups {sorted(saved)}, owners given for {sorted(by_group)}")
         return saved
 
-    found = {}
-    _load_file(file, "GASIL owners", "gasil_wrappers.rllib.save_checkpoint",
-               lambda state: found.update(check(state)))
+    found = _load_file(file, "GASIL owners", "gasil_wrappers.rllib.save_checkpoint", check)
     before, loaded = {}, []
     try:
         for group, owner in by_group.items():
