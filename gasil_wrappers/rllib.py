@@ -22,15 +22,22 @@ result::
 The owner actor is found by the name of the config's ``group`` (``env_config["group"]``, "default" if
 not given). RLlib itself is unmodified; Ray (and RLlib) are imported only by this module.
 
-The owner lives outside the Algorithm, so ``algo.save_to_path()`` does not hold its buffer and D (RLlib
-has no save hook a callback could use). :func:`save_checkpoint` / :func:`restore_checkpoint` write and
-read both, the owners' state as ``gasil_owners.pt`` in the checkpoint directory::
+An owner you start lives outside the Algorithm, so ``algo.save_to_path()`` does not hold its buffer and
+D (RLlib has no save hook a callback could use). :func:`save_checkpoint` / :func:`restore_checkpoint`
+write and read both, the owners' state as ``gasil_owners.pt`` in the checkpoint directory::
 
     path = save_checkpoint(algo, "ckpt", owner)
     # later, in a new driver: the owner started with the same config, the algo built as before
     owner = RayGASILOwner.start(RayGASILOwner.for_env_id(env_id, **env_config))
     algo = config.build_algo()
     restore_checkpoint(algo, path, owner)
+
+Or let the algorithm own its owner: :class:`GASILPPO` (the :class:`GASILAlgorithm` mixin on PPO) starts
+the actor itself (one per Tune trial), and every checkpoint it writes, Tune's included, holds the owner::
+
+    results = tune.Tuner(GASILPPO, param_space=config).fit()
+    best = results.get_best_result("env_runners/episode_return_mean", "max")
+    algo = GASILPPO.from_checkpoint(best.checkpoint.path)
 """
 
 from __future__ import annotations
@@ -39,12 +46,22 @@ import os
 from collections.abc import Sequence
 
 import ray
+from ray.rllib.algorithms.ppo import PPO
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
 from gasil_wrappers.persistence import _load_file, save_atomically
-from gasil_wrappers.ray_owner import _ACTOR_PREFIX, DEFAULT_NAMESPACE, RayGASILOwner, bind_owner
+from gasil_wrappers.ray_owner import (
+    _ACTOR_PREFIX,
+    DEFAULT_NAMESPACE,
+    GASILOwnerError,
+    RayGASILOwner,
+    bind_owner,
+)
 
-__all__ = ["GASILCallback", "RayGASILOwner", "owner_diagnostics", "restore_checkpoint", "save_checkpoint"]
+__all__ = [
+    "GASILAlgorithm", "GASILCallback", "GASILPPO", "RayGASILOwner", "owner_diagnostics", "restore_checkpoint",
+    "save_checkpoint",
+]
 
 OWNERS_FILE = "gasil_owners.pt"
 _OWNERS_FORMAT = "gasil-rllib-owners/1"
@@ -81,6 +98,10 @@ class GASILCallback(RLlibCallback):
         bind_owner(env, namespace=self.namespace)
 
     def on_train_result(self, *, algorithm, metrics_logger=None, result: dict, **kwargs) -> None:
+        own = getattr(algorithm, "gasil_owner", None)
+        if own is not None:  # a GASILAlgorithm: its own owner only
+            result["gasil"] = own.diagnostics()
+            return
         diagnostics = owner_diagnostics(self.namespace)
         if len(diagnostics) == 1:
             result["gasil"] = next(iter(diagnostics.values()))
@@ -96,35 +117,25 @@ def _by_group(owners: RayGASILOwner | Sequence[RayGASILOwner]) -> dict[str, RayG
     return by_group
 
 
-def save_checkpoint(algo, path: str, owners: RayGASILOwner | Sequence[RayGASILOwner]) -> str:
-    """``algo.save_to_path(path)``, then each owner's state (buffer, D and its optimizer, counters, rng)
-    into ``path/gasil_owners.pt`` (atomic write); returns the checkpoint directory.
-
-    Call it between ``train()`` calls: what env runners have not shipped yet (episodes in progress, less
-    than a chunk of samples) is not in the owner and not saved, as with ``owner.state_dict()``.
-    """
-    by_group = _by_group(owners)
-    path = str(algo.save_to_path(path))
+def _write_owners(path: str, by_group: dict[str, RayGASILOwner]) -> None:
     states = {group: owner.state_dict() for group, owner in by_group.items()}
     save_atomically({"format": _OWNERS_FORMAT, "owners": states}, os.path.join(path, OWNERS_FILE))
-    return path
 
 
-def restore_checkpoint(algo, path: str, owners: RayGASILOwner | Sequence[RayGASILOwner]) -> None:
-    """Restore a :func:`save_checkpoint` directory: each owner's state (published to every env runner),
-    then ``algo.restore_from_path(path)``.
+def _restore_owners(path, by_group: dict[str, RayGASILOwner], restore_algo, *, any_group=False) -> None:
+    """Load ``path``'s owners file into the owners, then ``restore_algo()``; any failure loads them back.
 
-    The owners must be running with the saved configs and be exactly the saved groups. A missing or
-    corrupt owners file, other groups, or a state an owner refuses raise ``ValueError`` before the algo
-    is touched; any failure, the algo's restore included, leaves every owner as it was.
+    ``any_group``: one owner given and one saved: load it whatever its group was called (an algorithm's
+    own owner, whose group carries the Tune trial id).
     """
-    by_group = _by_group(owners)
     file = os.path.join(str(path), OWNERS_FILE)
 
     def check(state) -> dict:
         if not isinstance(state, dict) or state.get("format") != _OWNERS_FORMAT:
             raise ValueError(f"not a GASIL owners file (format {_OWNERS_FORMAT!r})")
         saved = state["owners"]
+        if any_group and len(saved) == 1 and len(by_group) == 1:
+            return {next(iter(by_group)): next(iter(saved.values()))}
         if sorted(saved) != sorted(by_group):
             raise ValueError(f"saved groups {sorted(saved)}, owners given for {sorted(by_group)}")
         return saved
@@ -136,8 +147,128 @@ def restore_checkpoint(algo, path: str, owners: RayGASILOwner | Sequence[RayGASI
             before[group] = owner.state_dict()  # a fresh copy from the actor
             owner.load_state_dict(found[group])
             loaded.append(group)
-        algo.restore_from_path(path)
+        restore_algo()
     except BaseException:
         for group in loaded:  # nothing lost: every owner as it was
             by_group[group].load_state_dict(before[group])
         raise
+
+
+def save_checkpoint(algo, path: str, owners: RayGASILOwner | Sequence[RayGASILOwner]) -> str:
+    """``algo.save_to_path(path)``, then each owner's state (buffer, D and its optimizer, counters, rng)
+    into ``path/gasil_owners.pt`` (atomic write); returns the checkpoint directory.
+
+    Call it between ``train()`` calls: what env runners have not shipped yet (episodes in progress, less
+    than a chunk of samples) is not in the owner and not saved, as with ``owner.state_dict()``.
+    (A :class:`GASILAlgorithm` saves its own owner in every checkpoint: no need for this.)
+    """
+    by_group = _by_group(owners)
+    path = str(algo.save_to_path(path))
+    _write_owners(path, by_group)
+    return path
+
+
+def restore_checkpoint(algo, path: str, owners: RayGASILOwner | Sequence[RayGASILOwner]) -> None:
+    """Restore a :func:`save_checkpoint` directory: each owner's state (published to every env runner),
+    then ``algo.restore_from_path(path)``.
+
+    The owners must be running with the saved configs and be exactly the saved groups. A missing or
+    corrupt owners file, other groups, or a state an owner refuses raise ``ValueError`` before the algo
+    is touched; any failure, the algo's restore included, leaves every owner as it was.
+    """
+    _restore_owners(path, _by_group(owners), lambda: algo.restore_from_path(path))
+
+
+class GASILAlgorithm:
+    """Mixin for an RLlib ``Algorithm`` class: each instance has its own GASIL owner, in its checkpoints.
+
+    ``class GASILAPPO(GASILAlgorithm, APPO): pass`` (at module level, so checkpoints can name it);
+    :class:`GASILPPO` is PPO's. On ``setup`` the algorithm
+
+    - names its group: ``env_config["group"]`` ("default" if not given); under Tune, with the trial id
+      appended (``<group>-<trial_id>``), so that trials running side by side never share a buffer or D;
+    - starts the owner actor of that group from ``config.env`` (a ``gasil_wrappers:`` id) and
+      ``env_config`` (or, if one of that name already runs, e.g. started by you, joins it and leaves it
+      running at the end);
+    - adds :class:`GASILCallback` to the callbacks if they lack it;
+
+    then builds as its base class does. ``result["gasil"]`` holds this owner's diagnostics only. Every
+    checkpoint, ``algo.save_to_path()`` and Tune's alike, writes the owner's state as ``gasil_owners.pt``
+    beside the algorithm's; ``restore_from_path`` (so ``Algorithm.from_checkpoint``, ``algo.restore``
+    and Tune's trial restores) loads it first, refuses a missing or corrupt file with ``ValueError``
+    before anything changes, and loads the owner back as it was if the algorithm's own restore fails. A
+    restore of a component only (``component=...``) leaves the owner alone. ``stop()`` kills the owner
+    it started. New API stack only, local checkpoint paths only.
+    """
+
+    gasil_owner: RayGASILOwner | None = None
+
+    def __init__(self, config=None, *args, **kwargs):
+        # Tune puts the trial into the config dict; RLlib's config conversion drops it before Trainable
+        # would keep it (self.trial_id is "default" in an RLlib trial), so take it here.
+        from ray.tune.result import TRIAL_INFO
+
+        trial = config.get(TRIAL_INFO) if isinstance(config, dict) else None
+        self._gasil_trial_id = getattr(trial, "trial_id", None)
+        super().__init__(config, *args, **kwargs)
+
+    def setup(self, config) -> None:
+        from ray.rllib.utils import force_list
+
+        env_config = dict(self.config.env_config)
+        group = str(env_config.get("group", "default"))
+        if self._gasil_trial_id:  # a Tune trial: its own owner
+            group = f"{group}-{self._gasil_trial_id}"
+        callbacks = force_list(self.config.callbacks_class)
+        missing = not any(isinstance(c, type) and issubclass(c, GASILCallback) for c in callbacks)
+        if group != env_config.get("group") or missing:
+            cfg = self.config.copy(copy_frozen=False)
+            cfg.env_config = {**env_config, "group": group}
+            if missing:
+                cfg.callbacks_class = [*callbacks, GASILCallback]
+            cfg.freeze()
+            self.config = cfg
+        try:
+            gasil_config = RayGASILOwner.for_env_id(str(self.config.env), **self.config.env_config)
+        except Exception as e:
+            raise ValueError(f"{type(self).__name__}: config.env must be a gasil_wrappers: id with its "
+                             f"settings in env_config, got {self.config.env!r} ({e})") from None
+        try:
+            self.gasil_owner = RayGASILOwner.connect(group, namespace=GASILCallback.namespace)
+        except GASILOwnerError:
+            self.gasil_owner = RayGASILOwner.start(gasil_config, namespace=GASILCallback.namespace)
+        try:
+            super().setup(config)
+        except BaseException:
+            self.gasil_owner.close()
+            raise
+
+    @property
+    def gasil_group(self) -> str:
+        return self.gasil_owner.config.group
+
+    def save_to_path(self, path=None, *, state=None, filesystem=None, use_msgpack=False) -> str:
+        if filesystem is not None:
+            raise ValueError(f"{type(self).__name__} saves its GASIL owner to local paths only "
+                             f"(no filesystem=)")
+        path = str(super().save_to_path(path, state=state, use_msgpack=use_msgpack))
+        _write_owners(path, {self.gasil_group: self.gasil_owner})
+        return path
+
+    def restore_from_path(self, path, *args, **kwargs) -> None:
+        restore = super().restore_from_path
+        if kwargs.get("component") is not None:
+            return restore(path, *args, **kwargs)
+        _restore_owners(path, {self.gasil_group: self.gasil_owner}, lambda: restore(path, *args, **kwargs),
+                        any_group=True)
+
+    def cleanup(self) -> None:
+        try:
+            super().cleanup()
+        finally:
+            if self.gasil_owner is not None:
+                self.gasil_owner.close()  # kills the actor only if this algorithm started it
+
+
+class GASILPPO(GASILAlgorithm, PPO):
+    """RLlib's PPO with its own GASIL owner (:class:`GASILAlgorithm`): ``tune.Tuner(GASILPPO, ...)``."""

@@ -184,3 +184,99 @@ def test_save_and_restore_checkpoint_bring_back_the_owner_with_the_algo(cluster,
     finally:
         algo.stop()
         owner.close()
+
+
+def _small_ppo(env_config: dict):
+    """PPO on the local env runner, a 500-step batch per train(); no callbacks (GASILAlgorithm adds them)."""
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+    return (
+        PPOConfig()
+        .environment(ENV_ID, env_config=env_config)
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, rollout_fragment_length=500)
+        .learners(num_learners=0)
+        .training(train_batch_size_per_learner=500, minibatch_size=250, num_epochs=1)
+        .debugging(seed=0)
+    )
+
+
+def _running(group: str) -> bool:
+    try:
+        RayGASILOwner.connect(group)
+    except GASILOwnerError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_gasil_ppo_starts_its_owner_and_every_checkpoint_holds_it(cluster, tmp_path):
+    from gasil_wrappers.rllib import GASILPPO, OWNERS_FILE
+
+    group = f"rllib-own-{os.getpid()}-{next(_groups)}"
+    env_config = {"group": group, "d_every": 250, "d_updates": 2, "buffer_steps": 10**6}
+    algo = GASILPPO(config=_small_ppo(env_config))
+    try:
+        assert algo.gasil_group == group and _running(group)
+        result = algo.train()
+        assert result["gasil"]["rounds"] >= 1 and result["gasil"]["policy_steps"] >= 400  # only its own owner
+        path = algo.save_to_path(str(tmp_path / "ckpt"))
+        assert os.path.exists(os.path.join(path, OWNERS_FILE))
+        saved, weights = _owner_view(algo.gasil_owner.state_dict()), _policy_weights(algo)
+        algo.train()
+        moved = _owner_view(algo.gasil_owner.state_dict())
+        assert moved["d"] != saved["d"] and not _same_weights(_policy_weights(algo), weights)
+        # a checkpoint without the owners file: refused before anything changes
+        bare = tmp_path / "bare"
+        shutil.copytree(path, bare)
+        os.remove(bare / OWNERS_FILE)
+        with pytest.raises(ValueError, match="cannot read GASIL owners"):
+            algo.restore_from_path(str(bare))
+        assert _owner_view(algo.gasil_owner.state_dict()) == moved
+        algo.load_checkpoint(path)  # Tune's restore of a trial
+        assert _owner_view(algo.gasil_owner.state_dict()) == saved
+        assert _same_weights(_policy_weights(algo), weights)
+    finally:
+        algo.stop()
+    assert not _running(group)  # stop() ended the owner it started
+    # a new algorithm from the checkpoint alone: a fresh owner, loaded with the saved state
+    restored = GASILPPO.from_checkpoint(path)
+    try:
+        assert restored.gasil_group == group
+        assert _owner_view(restored.gasil_owner.state_dict()) == saved
+        assert _same_weights(_policy_weights(restored), weights)
+        restored.train()
+        assert restored.gasil_owner.info()["policy_steps"] >= saved["policy_steps"] + 400
+    finally:
+        restored.stop()
+
+
+@pytest.mark.slow
+def test_gasil_ppo_under_tune_gives_each_trial_its_owner_and_checkpoints_it(cluster, tmp_path):
+    from ray import tune
+
+    from gasil_wrappers.rllib import GASILPPO, OWNERS_FILE
+
+    group = f"rllib-tune-{os.getpid()}-{next(_groups)}"
+    config = _small_ppo({"group": group, "d_every": 250, "d_updates": 2}).training(
+        lr=tune.grid_search([1e-4, 3e-4]))
+    tuner = tune.Tuner(GASILPPO, param_space=config, run_config=tune.RunConfig(
+        name="gasil", storage_path=str(tmp_path), stop={"training_iteration": 1}, verbose=0,
+        checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True)))
+    results = tuner.fit()
+    assert results.num_errors == 0 and len(results) == 2
+    saved = {}
+    for result in results:
+        assert result.metrics["gasil"]["rounds"] >= 1 and result.metrics["gasil"]["policy_steps"] >= 400
+        state = torch.load(os.path.join(result.checkpoint.path, OWNERS_FILE), weights_only=False)
+        (trial_group,) = state["owners"]
+        assert trial_group == f"{group}-{result.metrics['trial_id']}"
+        saved[trial_group] = (result.checkpoint.path, _owner_view(state["owners"][trial_group]))
+    assert len(saved) == 2  # one owner per trial
+    assert not any(_running(g) for g in saved)  # ended with their trials
+    # a trial's checkpoint, restored outside Tune: an owner of the trial's group, with the trial's state
+    trial_group, (path, view) = next(iter(saved.items()))
+    algo = GASILPPO.from_checkpoint(path)
+    try:
+        assert algo.gasil_group == trial_group and _owner_view(algo.gasil_owner.state_dict()) == view
+    finally:
+        algo.stop()
