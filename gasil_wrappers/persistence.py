@@ -60,6 +60,7 @@ __all__ = [
     "load_gasil_state_dict",
     "load_env_state",
     "load_env_state_dict",
+    "load_file",
     "load_vector_env_state_dict",
     "register_state_handler",
     "register_stateless",
@@ -717,7 +718,7 @@ def save_gasil_state(wrapper, path: str) -> None:
 
 def load_gasil_state(wrapper, path: str) -> None:
     """Restore a file written by :func:`save_gasil_state`; ``ValueError`` naming the file if it is not one."""
-    _load_file(path, "GASIL state", "save_gasil_state", lambda state: load_gasil_state_dict(wrapper, state))
+    load_file(path, "GASIL state", "save_gasil_state", lambda state: load_gasil_state_dict(wrapper, state))
 
 
 # --- files ---------------------------------------------------------------------------------------------
@@ -750,7 +751,7 @@ def save_env_state(env: gym.Env | gym.vector.VectorEnv, path: str) -> None:
     save_atomically(vector_env_state_dict(env) if is_vector else env_state_dict(env), path)
 
 
-def _load_file(path: str, what: str, writer: str, load):
+def load_file(path: str, what: str, writer: str, load):
     """``load(state)`` of the plain data in ``path``, and what it returns; ``ValueError`` naming the file
     on any failure."""
     try:
@@ -767,4 +768,4 @@ def _load_file(path: str, what: str, writer: str, load):
 def load_env_state(env: gym.Env | gym.vector.VectorEnv, path: str) -> None:
     """Restore a file written by :func:`save_env_state`; ``ValueError`` naming the file if it is not one."""
     load = load_vector_env_state_dict if isinstance(env, gym.vector.VectorEnv) else load_env_state_dict
-    _load_file(path, "env state", "save_env_state", lambda state: load(env, state))
+    load_file(path, "env state", "save_env_state", lambda state: load(env, state))

@@ -49,7 +49,7 @@ import ray
 from ray.rllib.algorithms.ppo import PPO
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
-from gasil_wrappers.persistence import _load_file, save_atomically
+from gasil_wrappers.persistence import load_file, save_atomically
 from gasil_wrappers.ray_owner import (
     _ACTOR_PREFIX,
     DEFAULT_NAMESPACE,
@@ -140,7 +140,7 @@ def _restore_owners(path, by_group: dict[str, RayGASILOwner], restore_algo, *, a
             raise ValueError(f"saved groups {sorted(saved)}, owners given for {sorted(by_group)}")
         return saved
 
-    found = _load_file(file, "GASIL owners", "gasil_wrappers.rllib.save_checkpoint", check)
+    found = load_file(file, "GASIL owners", "gasil_wrappers.rllib (save_checkpoint, GASILAlgorithm)", check)
     before, loaded = {}, []
     try:
         for group, owner in by_group.items():
