@@ -100,6 +100,20 @@ def test_rllib_ppo_with_two_env_runners_trains_one_d_and_survives_a_runner_crash
         owner.close()
 
 
+def _small_ppo(env_config: dict):
+    """PPO on the local env runner, a 500-step batch per train(); no callbacks (GASILAlgorithm adds them)."""
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+    return (
+        PPOConfig()
+        .environment(ENV_ID, env_config=env_config)
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, rollout_fragment_length=500)
+        .learners(num_learners=0)
+        .training(train_batch_size_per_learner=500, minibatch_size=250, num_epochs=1)
+        .debugging(seed=0)
+    )
+
+
 def _owner_view(state: dict) -> dict:
     """What a checkpoint must bring back: counters, the buffer's episodes and D's weights, as plain values."""
     return {
@@ -120,23 +134,13 @@ def _same_weights(a: dict, b: dict) -> bool:
 
 @pytest.mark.slow
 def test_save_and_restore_checkpoint_bring_back_the_owner_with_the_algo(cluster, tmp_path):
-    from ray.rllib.algorithms.ppo import PPOConfig
 
     from gasil_wrappers.rllib import OWNERS_FILE, restore_checkpoint, save_checkpoint
 
     group = f"rllib-ckpt-{os.getpid()}-{next(_groups)}"
     env_config = {"group": group, "d_every": 250, "d_updates": 2, "buffer_steps": 10**6}
     owner = RayGASILOwner.start(RayGASILOwner.for_env_id(ENV_ID, **env_config))
-    config = (
-        PPOConfig()
-        .environment(ENV_ID, env_config=env_config)
-        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, rollout_fragment_length=500)
-        .learners(num_learners=0)
-        .training(train_batch_size_per_learner=500, minibatch_size=250, num_epochs=1)
-        .callbacks(GASILCallback)
-        .debugging(seed=0)
-    )
-    algo = config.build_algo()
+    algo = _small_ppo(env_config).callbacks(GASILCallback).build_algo()
     try:
         algo.train()
         owner.flush(wait=True)
@@ -184,20 +188,6 @@ def test_save_and_restore_checkpoint_bring_back_the_owner_with_the_algo(cluster,
     finally:
         algo.stop()
         owner.close()
-
-
-def _small_ppo(env_config: dict):
-    """PPO on the local env runner, a 500-step batch per train(); no callbacks (GASILAlgorithm adds them)."""
-    from ray.rllib.algorithms.ppo import PPOConfig
-
-    return (
-        PPOConfig()
-        .environment(ENV_ID, env_config=env_config)
-        .env_runners(num_env_runners=0, num_envs_per_env_runner=1, rollout_fragment_length=500)
-        .learners(num_learners=0)
-        .training(train_batch_size_per_learner=500, minibatch_size=250, num_epochs=1)
-        .debugging(seed=0)
-    )
 
 
 def _running(group: str) -> bool:
