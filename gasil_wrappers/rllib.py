@@ -57,6 +57,7 @@ from gasil_wrappers.ray_owner import (
     RayGASILOwner,
     bind_owner,
 )
+from gasil_wrappers.state import find_state
 
 __all__ = [
     "GASILAlgorithm", "GASILCallback", "GASILPPO", "RayGASILOwner", "owner_diagnostics", "restore_checkpoint",
@@ -64,6 +65,7 @@ __all__ = [
 ]
 
 OWNERS_FILE = "gasil_owners.pt"
+_NO_GASIL = {"gasil": False, "top_k": False}  # the task without GASIL, as make_eval_env builds it
 _OWNERS_FORMAT = "gasil-rllib-owners/1"
 
 
@@ -95,6 +97,14 @@ class GASILCallback(RLlibCallback):
     namespace = DEFAULT_NAMESPACE
 
     def on_environment_created(self, *, env_runner, metrics_logger=None, env, env_context, **kwargs) -> None:
+        if getattr(getattr(env_runner, "config", None), "in_evaluation", False):
+            if any(find_state(sub) is not None for sub in getattr(env, "envs", None) or [env]):
+                raise ValueError(
+                    "GASILCallback: an evaluation env runner's envs have GASIL (they would feed the owner's "
+                    "buffer and D, and report the shaped return); evaluate without it: config.evaluation("
+                    "evaluation_config={'env_config': {**env_config, 'gasil': False, 'top_k': False}}) "
+                    "(GASILAlgorithm does this for you)")
+            return
         bind_owner(env, namespace=self.namespace)
 
     def on_train_result(self, *, algorithm, metrics_logger=None, result: dict, **kwargs) -> None:
@@ -191,6 +201,9 @@ class GASILAlgorithm:
       ``env_config`` (or, if one of that name already runs, e.g. started by you, joins it and leaves it
       running at the end);
     - adds :class:`GASILCallback` to the callbacks if they lack it;
+    - evaluates on the task without GASIL (``evaluation_config``'s ``env_config``, unless you set one:
+      ``gasil`` and ``top_k`` off, as :func:`~gasil_wrappers.make_eval_env`), so evaluation never feeds
+      the owner and reports the true (delayed) return;
 
     then builds as its base class does. ``result["gasil"]`` holds this owner's diagnostics only. Every
     checkpoint, ``algo.save_to_path()`` and Tune's alike, writes the owner's state as ``gasil_owners.pt``
@@ -221,13 +234,17 @@ class GASILAlgorithm:
             group = f"{group}-{self._gasil_trial_id}"
         callbacks = force_list(self.config.callbacks_class)
         missing = not any(isinstance(c, type) and issubclass(c, GASILCallback) for c in callbacks)
-        if group != env_config.get("group") or missing:
-            cfg = self.config.copy(copy_frozen=False)
-            cfg.env_config = {**env_config, "group": group}
-            if missing:
-                cfg.callbacks_class = [*callbacks, GASILCallback]
-            cfg.freeze()
-            self.config = cfg
+        evaluation = self.config.evaluation_config
+        if isinstance(evaluation, dict) or evaluation is None:
+            evaluation = dict(evaluation or {})
+            evaluation.setdefault("env_config", {**env_config, "group": group, **_NO_GASIL})
+        cfg = self.config.copy(copy_frozen=False)
+        cfg.env_config = {**env_config, "group": group}
+        cfg.evaluation_config = evaluation
+        if missing:
+            cfg.callbacks_class = [*callbacks, GASILCallback]
+        cfg.freeze()
+        self.config = cfg
         try:
             gasil_config = RayGASILOwner.for_env_id(str(self.config.env), **self.config.env_config)
         except Exception as e:

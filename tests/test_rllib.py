@@ -24,6 +24,7 @@ pytest.importorskip("ray.rllib")
 
 from gasil_wrappers.ray_owner import GASILOwnerError, RayGASILOwner, bind_owner  # noqa: E402
 from gasil_wrappers.rllib import GASILCallback  # noqa: E402
+from gasil_wrappers.state import find_state  # noqa: E402
 
 ENV_ID = "gasil_wrappers:GASIL-DelayedHopper-v5"
 _groups = itertools.count()
@@ -190,6 +191,21 @@ def test_save_and_restore_checkpoint_bring_back_the_owner_with_the_algo(cluster,
         owner.close()
 
 
+def test_gasil_callback_refuses_evaluation_envs_with_gasil(cluster):
+    group = f"rllib-eval-{os.getpid()}-{next(_groups)}"
+    env_config = {"group": group}
+    config = _small_ppo(env_config).callbacks(GASILCallback).evaluation(
+        evaluation_interval=1, evaluation_num_env_runners=0)
+    with RayGASILOwner.start(RayGASILOwner.for_env_id(ENV_ID, **env_config)) as owner:
+        with pytest.raises(ValueError, match="evaluation env runner's envs have GASIL"):
+            config.build_algo()
+        assert owner.info()["policy_steps"] == 0
+        # evaluating on the task without GASIL is fine
+        no_gasil = {**env_config, "gasil": False, "top_k": False}
+        algo = config.evaluation(evaluation_config={"env_config": no_gasil}).build_algo()
+        algo.stop()
+
+
 def _running(group: str) -> bool:
     try:
         RayGASILOwner.connect(group)
@@ -204,11 +220,18 @@ def test_gasil_ppo_starts_its_owner_and_every_checkpoint_holds_it(cluster, tmp_p
 
     group = f"rllib-own-{os.getpid()}-{next(_groups)}"
     env_config = {"group": group, "d_every": 250, "d_updates": 2, "buffer_steps": 10**6}
-    algo = GASILPPO(config=_small_ppo(env_config))
+    config = _small_ppo(env_config).evaluation(
+        evaluation_interval=1, evaluation_duration=1, evaluation_duration_unit="episodes",
+        evaluation_num_env_runners=0)
+    algo = GASILPPO(config=config)
     try:
         assert algo.gasil_group == group and _running(group)
+        # evaluation runs on the task without GASIL: nothing it does reaches the owner
+        (eval_env,) = algo.eval_env_runner.env.unwrapped.envs
+        assert find_state(eval_env) is None and eval_env.get_wrapper_attr("delay") == 20
         result = algo.train()
         assert result["gasil"]["rounds"] >= 1 and result["gasil"]["policy_steps"] >= 400  # only its own owner
+        assert result["evaluation"]["env_runners"]["num_episodes"] >= 1
         path = algo.save_to_path(str(tmp_path / "ckpt"))
         assert os.path.exists(os.path.join(path, OWNERS_FILE))
         saved, weights = _owner_view(algo.gasil_owner.state_dict()), _policy_weights(algo)
