@@ -266,20 +266,36 @@ def test_gasil_ppo_starts_its_owner_and_every_checkpoint_holds_it(cluster, tmp_p
 @pytest.mark.slow
 def test_gasil_ppo_under_tune_gives_each_trial_its_owner_and_checkpoints_it(cluster, tmp_path):
     from ray import tune
+    from ray.rllib.callbacks.callbacks import RLlibCallback
 
     from gasil_wrappers.rllib import GASILPPO, OWNERS_FILE
 
+    markers = str(tmp_path / "failed")
+    os.makedirs(markers)
+
+    class FailOnceAtTheSecondIteration(RLlibCallback):
+        """Each trial fails once after its second iteration (its first one is checkpointed by then)."""
+
+        def on_train_result(self, *, algorithm, result, **kwargs):
+            marker = os.path.join(markers, algorithm._gasil_trial_id)
+            if result["training_iteration"] == 2 and not os.path.exists(marker):
+                open(marker, "w").close()
+                raise RuntimeError("injected failure")
+
     group = f"rllib-tune-{os.getpid()}-{next(_groups)}"
     config = _small_ppo({"group": group, "d_every": 250, "d_updates": 2}).training(
-        lr=tune.grid_search([1e-4, 3e-4]))
+        lr=tune.grid_search([1e-4, 3e-4])).callbacks(FailOnceAtTheSecondIteration)
     tuner = tune.Tuner(GASILPPO, param_space=config, run_config=tune.RunConfig(
-        name="gasil", storage_path=str(tmp_path), stop={"training_iteration": 1}, verbose=0,
-        checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True)))
+        name="gasil", storage_path=str(tmp_path), stop={"training_iteration": 2}, verbose=0,
+        failure_config=tune.FailureConfig(max_failures=1),
+        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, checkpoint_at_end=True)))
     results = tuner.fit()
     assert results.num_errors == 0 and len(results) == 2
+    assert len(os.listdir(markers)) == 2  # each trial failed once and was restored from its checkpoint
     saved = {}
     for result in results:
-        assert result.metrics["gasil"]["rounds"] >= 1 and result.metrics["gasil"]["policy_steps"] >= 400
+        # the restored trial's owner went on from its checkpoint (a fresh owner would hold one iteration)
+        assert result.metrics["training_iteration"] == 2 and result.metrics["gasil"]["policy_steps"] >= 900
         state = torch.load(os.path.join(result.checkpoint.path, OWNERS_FILE), weights_only=False)
         (trial_group,) = state["owners"]
         assert trial_group == f"{group}-{result.metrics['trial_id']}"
