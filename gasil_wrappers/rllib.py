@@ -35,8 +35,8 @@ write and read both, the owners' state as ``gasil_owners.pt`` in the checkpoint 
 Or let the algorithm own its owner: :class:`GASILPPO` (the :class:`GASILAlgorithm` mixin on PPO) starts
 the actor itself (one per Tune trial), and every checkpoint it writes, Tune's included, holds the owner::
 
-    results = tune.Tuner(GASILPPO, param_space=config).fit()
-    best = results.get_best_result("env_runners/episode_return_mean", "max")
+    results = tune.Tuner(GASILPPO, param_space=config.evaluation(evaluation_interval=10)).fit()
+    best = results.get_best_result("evaluation/env_runners/episode_return_mean", "max")  # true return
     algo = GASILPPO.from_checkpoint(best.checkpoint.path)
 """
 
