@@ -57,6 +57,7 @@ from gasil_wrappers.ray_owner import (
     RayGASILOwner,
     bind_owner,
 )
+from gasil_wrappers.stack import EVAL_SETTINGS
 from gasil_wrappers.state import find_state
 
 __all__ = [
@@ -65,7 +66,6 @@ __all__ = [
 ]
 
 OWNERS_FILE = "gasil_owners.pt"
-_NO_GASIL = {"gasil": False, "top_k": False}  # the task without GASIL, as make_eval_env builds it
 _OWNERS_FORMAT = "gasil-rllib-owners/1"
 
 
@@ -237,7 +237,7 @@ class GASILAlgorithm:
         evaluation = self.config.evaluation_config
         if isinstance(evaluation, dict) or evaluation is None:
             evaluation = dict(evaluation or {})
-            evaluation.setdefault("env_config", {**env_config, "group": group, **_NO_GASIL})
+            evaluation.setdefault("env_config", {**env_config, "group": group, **EVAL_SETTINGS})
         cfg = self.config.copy(copy_frozen=False)
         cfg.env_config = {**env_config, "group": group}
         cfg.evaluation_config = evaluation

@@ -122,6 +122,11 @@ def make_env(env_id: str, config: GASILConfig | None = None, *, batch_size: int 
     return wrap_stack(env, config)
 
 
+EVAL_SETTINGS = {"gasil": False, "top_k": False}
+"""What turns a task's settings into the task without GASIL (no D, no buffer, no shaped reward): the
+settings :func:`make_eval_env` adds; RLlib's evaluation env_config too (:mod:`gasil_wrappers.rllib`)."""
+
+
 def make_eval_env(env_or_id: str | gym.Env, config: GASILConfig | None = None, **make_kwargs) -> gym.Env:
     """The same task as a training env, without GASIL: for evaluation that leaves training untouched.
 
@@ -141,14 +146,13 @@ def make_eval_env(env_or_id: str | gym.Env, config: GASILConfig | None = None, *
         >>> find_state(env) is None, env.get_wrapper_attr("delay")
         (True, 20)
     """
-    off = {"gasil": False, "top_k": False}
     if isinstance(env_or_id, str):
         if is_stack_id(env_or_id):
             if config is not None:
                 raise ValueError(f"make_eval_env: {env_or_id!r} brings its own settings; pass changes as "
                                  "gym.make keyword arguments, not a config")
-            return gym.make(env_or_id, **{**make_kwargs, **off})
-        return make_env(env_or_id, (config or GASILConfig()).replace(**off), **make_kwargs)
+            return gym.make(env_or_id, **{**make_kwargs, **EVAL_SETTINGS})
+        return make_env(env_or_id, (config or GASILConfig()).replace(**EVAL_SETTINGS), **make_kwargs)
     env = env_or_id
     spec = env.unwrapped.spec
     if spec is None:
@@ -158,12 +162,15 @@ def make_eval_env(env_or_id: str | gym.Env, config: GASILConfig | None = None, *
         kwargs.setdefault("max_episode_steps", env.spec.max_episode_steps)
     kwargs.update(make_kwargs)
     if spec.id in gym.registry and is_stack_id(spec.id):
-        return gym.make(spec.id, **{**kwargs, **off})
+        return gym.make(spec.id, **{**kwargs, **EVAL_SETTINGS})
     delay, noise, inner = 1, 0.0, env
     while isinstance(inner, gym.Wrapper):
         delay = inner.delay if isinstance(inner, DelayedReward) else delay
         noise = inner.std if isinstance(inner, ObservationNoise) else noise
         inner = inner.env
     owner = find_state(env)
-    task = owner.config.replace(**off) if owner is not None else GASILConfig(delay=delay, obs_noise_std=noise)
+    if owner is not None:
+        task = owner.config.replace(**EVAL_SETTINGS)
+    else:
+        task = GASILConfig(delay=delay, obs_noise_std=noise)
     return make_env(spec.id, task, **kwargs)

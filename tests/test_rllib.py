@@ -135,7 +135,6 @@ def _same_weights(a: dict, b: dict) -> bool:
 
 @pytest.mark.slow
 def test_save_and_restore_checkpoint_bring_back_the_owner_with_the_algo(cluster, tmp_path):
-
     from gasil_wrappers.rllib import OWNERS_FILE, restore_checkpoint, save_checkpoint
 
     group = f"rllib-ckpt-{os.getpid()}-{next(_groups)}"
@@ -191,6 +190,7 @@ def test_save_and_restore_checkpoint_bring_back_the_owner_with_the_algo(cluster,
         owner.close()
 
 
+@pytest.mark.slow
 def test_gasil_callback_refuses_evaluation_envs_with_gasil(cluster):
     group = f"rllib-eval-{os.getpid()}-{next(_groups)}"
     env_config = {"group": group}
