@@ -18,6 +18,7 @@ result::
             .env_runners(num_env_runners=2).callbacks(GASILCallback).build_algo())
     result = algo.train()
     result["gasil"]["d_loss"], result["gasil"]["rounds"]
+    result["env_runners"]["true_episode_return_mean"]  # RLlib's episode_return_mean is the shaped one
 
 The owner actor is found by the name of the config's ``group`` (``env_config["group"]``, "default" if
 not given). RLlib itself is unmodified; Ray (and RLlib) are imported only by this module.
@@ -42,6 +43,7 @@ the actor itself (one per Tune trial), and every checkpoint it writes, Tune's in
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -49,6 +51,7 @@ import ray
 from ray.rllib.algorithms.ppo import PPO
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
+from gasil_wrappers.config import INFO_KEY
 from gasil_wrappers.persistence import load_file, save_atomically
 from gasil_wrappers.ray_owner import (
     _ACTOR_PREFIX,
@@ -66,6 +69,7 @@ __all__ = [
 ]
 
 OWNERS_FILE = "gasil_owners.pt"
+TRUE_RETURN_KEY = "true_episode_return_mean"  # result["env_runners"][TRUE_RETURN_KEY]
 _OWNERS_FORMAT = "gasil-rllib-owners/1"
 
 
@@ -91,7 +95,10 @@ class GASILCallback(RLlibCallback):
     group (:func:`~gasil_wrappers.ray_owner.bind_owner`: the configs must match; a missing actor raises
     :class:`~gasil_wrappers.ray_owner.GASILOwnerError`). ``on_train_result``: ``result["gasil"]`` is
     the owner's diagnostics (D loss and accuracies, rounds, policy steps, buffer statistics, α,
-    publications, shipping processes); with several owners, one dict per group.
+    publications, shipping processes); with several owners, one dict per group. ``on_episode_end``:
+    the episode's true return (undelayed, unshaped; the stack's ``info["gasil"]["episode_return"]``) goes
+    to ``result["env_runners"]["true_episode_return_mean"]`` (and under ``"evaluation"``), averaged over
+    the episodes RLlib averages ``episode_return_mean`` over, which for training is the shaped return.
     """
 
     namespace = DEFAULT_NAMESPACE
@@ -106,6 +113,16 @@ class GASILCallback(RLlibCallback):
                     "(GASILAlgorithm does this for you)")
             return
         bind_owner(env, namespace=self.namespace)
+
+    def on_episode_end(self, *, episode, env_runner=None, metrics_logger=None, **kwargs) -> None:
+        info = episode.get_infos(-1)
+        true_return = (info.get(INFO_KEY) or {}).get("episode_return") if isinstance(info, dict) else None
+        if true_return is None or metrics_logger is None:  # not one of our stacks
+            return
+        # the window SingleAgentEnvRunner uses for episode_return_mean (runners merge on the driver)
+        config = env_runner.config
+        window = max(1, math.ceil(config.metrics_num_episodes_for_smoothing / (config.num_env_runners or 1)))
+        metrics_logger.log_value(TRUE_RETURN_KEY, float(true_return), window=window)
 
     def on_train_result(self, *, algorithm, metrics_logger=None, result: dict, **kwargs) -> None:
         own = getattr(algorithm, "gasil_owner", None)

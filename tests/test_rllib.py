@@ -206,6 +206,35 @@ def test_gasil_callback_refuses_evaluation_envs_with_gasil(cluster):
         algo.stop()
 
 
+def _episode(reward: float, info: dict):
+    """A one-step RLlib episode whose last info is ``info``."""
+    from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+    episode = SingleAgentEpisode()
+    episode.add_env_reset(observation=np.zeros(2), infos={})
+    episode.add_env_step(observation=np.ones(2), action=0, reward=reward, infos=info, terminated=True)
+    return episode
+
+
+def test_gasil_callback_logs_the_true_return_over_rllibs_window():
+    from types import SimpleNamespace
+
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
+
+    from gasil_wrappers.rllib import TRUE_RETURN_KEY
+
+    # RLlib averages a runner's last ceil(4 / 2) = 2 episodes when 2 runners smooth over 4
+    runner = SimpleNamespace(config=PPOConfig().env_runners(num_env_runners=2).reporting(
+        metrics_num_episodes_for_smoothing=4))
+    logger, callback = MetricsLogger(), GASILCallback()
+    for true_return in (10.0, 20.0, 30.0, 50.0):
+        episode = _episode(-1.0, {"gasil": {"episode_return": true_return, "shaped_reward": -1.0}})
+        callback.on_episode_end(episode=episode, env_runner=runner, metrics_logger=logger, env_index=0)
+    callback.on_episode_end(episode=_episode(7.0, {}), env_runner=runner, metrics_logger=logger, env_index=0)
+    assert logger.peek(TRUE_RETURN_KEY) == pytest.approx(40.0)  # the env without our stack: not counted
+
+
 def _running(group: str) -> bool:
     try:
         RayGASILOwner.connect(group)
@@ -232,6 +261,13 @@ def test_gasil_ppo_starts_its_owner_and_every_checkpoint_holds_it(cluster, tmp_p
         result = algo.train()
         assert result["gasil"]["rounds"] >= 1 and result["gasil"]["policy_steps"] >= 400  # only its own owner
         assert result["evaluation"]["env_runners"]["num_episodes"] >= 1
+        # training reports the true return beside RLlib's shaped one; on the evaluation's task (no GASIL,
+        # the delay pays in full at episode end) the two are the same
+        from gasil_wrappers.rllib import TRUE_RETURN_KEY
+
+        assert math.isfinite(result["env_runners"][TRUE_RETURN_KEY])
+        evaluation = result["evaluation"]["env_runners"]
+        assert evaluation[TRUE_RETURN_KEY] == pytest.approx(evaluation["episode_return_mean"], rel=1e-5)
         path = algo.save_to_path(str(tmp_path / "ckpt"))
         assert os.path.exists(os.path.join(path, OWNERS_FILE))
         saved, weights = _owner_view(algo.gasil_owner.state_dict()), _policy_weights(algo)
