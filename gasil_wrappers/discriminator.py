@@ -325,8 +325,13 @@ class Discriminator:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Weights, Adam's moments and the normalizer come back; the learning rate stays this D's own (a
+        resume, or a PBT exploit, may change ``d_lr``; torch's ``load_state_dict`` brings the saved one)."""
         self.net.load_state_dict(state["net"])
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+            group["lr"] = lr
         norm = state["normalizer"]
         self.normalizer.mean = norm["mean"].numpy().astype(np.float64)
         self.normalizer.var = norm["var"].numpy().astype(np.float64)

@@ -217,7 +217,8 @@ class GASILAlgorithm:
     - starts the owner actor of that group from ``config.env`` (a ``gasil_wrappers:`` id) and
       ``env_config`` (or, if one of that name already runs, e.g. started by you, joins it and leaves it
       running at the end);
-    - adds :class:`GASILCallback` to the callbacks if they lack it;
+    - adds :class:`GASILCallback` to the callbacks if they lack it, first (so your ``on_train_result``
+      sees ``result["gasil"]``);
     - evaluates on the task without GASIL (``evaluation_config``'s ``env_config``, unless you set one:
       ``gasil`` and ``top_k`` off, as :func:`~gasil_wrappers.make_eval_env`), so evaluation never feeds
       the owner and reports the true (delayed) return;
@@ -259,7 +260,7 @@ class GASILAlgorithm:
         cfg.env_config = {**env_config, "group": group}
         cfg.evaluation_config = evaluation
         if missing:
-            cfg.callbacks_class = [*callbacks, GASILCallback]
+            cfg.callbacks_class = [GASILCallback, *callbacks]  # first: yours see result["gasil"]
         cfg.freeze()
         self.config = cfg
         try:

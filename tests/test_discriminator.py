@@ -132,6 +132,24 @@ def test_gradient_is_finite_for_extreme_logits():
     assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
 
 
+def test_load_state_dict_brings_weights_and_moments_back_and_keeps_its_own_learning_rate():
+    """A resume (or a PBT exploit) with another d_lr trains at the new one, from the saved Adam moments."""
+    rng = np.random.default_rng(0)
+    saved = Discriminator(2, (4,), lr=1e-2, rng=np.random.default_rng(0))
+    saved.train(rng.normal(-1, 1, (64, 2)), rng.normal(1, 1, (64, 2)), updates=3, batch_size=16, rng=rng)
+    state = saved.state_dict()
+    resumed = Discriminator(2, (4,), lr=1e-3, rng=np.random.default_rng(1))
+    resumed.load_state_dict(state)
+    assert resumed.optimizer.param_groups[0]["lr"] == 1e-3 and saved.optimizer.param_groups[0]["lr"] == 1e-2
+    ours, theirs = resumed.optimizer.state_dict()["state"], state["optimizer"]["state"]
+    assert ours.keys() == theirs.keys() and all(
+        torch.equal(ours[i][k], theirs[i][k]) for i in ours for k in ("step", "exp_avg", "exp_avg_sq"))
+    pairs = zip(resumed.net.parameters(), saved.net.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    x = np.array([[0.3, -0.4]])
+    assert resumed.logits(x) == saved.logits(x)
+
+
 def separated_state(seed=0):
     """A GASILState whose buffer holds (s, a) near +2 and whose policy samples sit near -2."""
     rng = np.random.default_rng(seed)
