@@ -245,11 +245,21 @@ def _running(group: str) -> bool:
 
 @pytest.mark.slow
 def test_gasil_ppo_starts_its_owner_and_every_checkpoint_holds_it(cluster, tmp_path):
+    from ray.rllib.callbacks.callbacks import RLlibCallback
+
     from gasil_wrappers.rllib import GASILPPO, OWNERS_FILE
+
+    class SeesGASIL(RLlibCallback):
+        """A user's callback: GASILAlgorithm puts GASILCallback first, so this sees result["gasil"]."""
+
+        seen: list = []
+
+        def on_train_result(self, *, algorithm, result, **kwargs):
+            SeesGASIL.seen.append(result.get("gasil", {}).get("rounds"))
 
     group = f"rllib-own-{os.getpid()}-{next(_groups)}"
     env_config = {"group": group, "d_every": 250, "d_updates": 2, "buffer_steps": 10**6}
-    config = _small_ppo(env_config).evaluation(
+    config = _small_ppo(env_config).callbacks(SeesGASIL).evaluation(
         evaluation_interval=1, evaluation_duration=1, evaluation_duration_unit="episodes",
         evaluation_num_env_runners=0)
     algo = GASILPPO(config=config)
@@ -260,6 +270,7 @@ def test_gasil_ppo_starts_its_owner_and_every_checkpoint_holds_it(cluster, tmp_p
         assert find_state(eval_env) is None and eval_env.get_wrapper_attr("delay") == 20
         result = algo.train()
         assert result["gasil"]["rounds"] >= 1 and result["gasil"]["policy_steps"] >= 400  # only its own owner
+        assert SeesGASIL.seen == [result["gasil"]["rounds"]]
         assert result["evaluation"]["env_runners"]["num_episodes"] >= 1
         # training reports the true return beside RLlib's shaped one; on the evaluation's task (no GASIL,
         # the delay pays in full at episode end) the two are the same
