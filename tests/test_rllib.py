@@ -23,7 +23,7 @@ ray = pytest.importorskip("ray")
 pytest.importorskip("ray.rllib")
 
 from gasil_wrappers.ray_owner import GASILOwnerError, RayGASILOwner, bind_owner  # noqa: E402
-from gasil_wrappers.rllib import GASILCallback  # noqa: E402
+from gasil_wrappers.rllib import TRUE_RETURN_KEY, GASILCallback  # noqa: E402
 from gasil_wrappers.state import find_state  # noqa: E402
 
 ENV_ID = "gasil_wrappers:GASIL-DelayedHopper-v5"
@@ -222,8 +222,6 @@ def test_gasil_callback_logs_the_true_return_over_rllibs_window():
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
 
-    from gasil_wrappers.rllib import TRUE_RETURN_KEY
-
     # RLlib averages a runner's last ceil(4 / 2) = 2 episodes when 2 runners smooth over 4
     runner = SimpleNamespace(config=PPOConfig().env_runners(num_env_runners=2).reporting(
         metrics_num_episodes_for_smoothing=4))
@@ -274,8 +272,6 @@ def test_gasil_ppo_starts_its_owner_and_every_checkpoint_holds_it(cluster, tmp_p
         assert result["evaluation"]["env_runners"]["num_episodes"] >= 1
         # training reports the true return beside RLlib's shaped one; on the evaluation's task (no GASIL,
         # the delay pays in full at episode end) the two are the same
-        from gasil_wrappers.rllib import TRUE_RETURN_KEY
-
         assert math.isfinite(result["env_runners"][TRUE_RETURN_KEY])
         evaluation = result["evaluation"]["env_runners"]
         assert evaluation[TRUE_RETURN_KEY] == pytest.approx(evaluation["episode_return_mean"], rel=1e-5)
