@@ -81,8 +81,8 @@ class Args:
     progress_bar: bool = True
     """show a progress bar with SPS and the mean true return of the last 20 episodes"""
     csv_path: str | None = None
-    """write true episodic returns (columns run,step,true_return) to this CSV; it is PATH.partial
-    until the run finishes"""
+    """write each episode's true return and length (columns run,step,true_return,length) to this CSV; it
+    is PATH.partial until the run finishes"""
     save_model: bool = False
     """save the policy and observation statistics to runs/{run_name}/{exp_name}.model at the end"""
     checkpoint_every: int = 0
@@ -338,7 +338,8 @@ def load_checkpoint(path: str, args: Args, algo: str) -> dict:
 
 
 def open_returns_csv(path: str, resume_step: int | None):
-    """Open PATH.partial for appending rows; on resume keep only rows up to the checkpoint's step."""
+    """Open PATH.partial for appending rows; on resume keep only rows up to the checkpoint's step (a CSV
+    written before the ``length`` column existed keeps its rows, their length left empty)."""
     partial = path + ".partial"
     os.makedirs(os.path.dirname(os.path.abspath(partial)), exist_ok=True)
     rows = []
@@ -350,8 +351,8 @@ def open_returns_csv(path: str, resume_step: int | None):
             warnings.warn(f"{partial} is missing: the resumed CSV starts at step {resume_step}", stacklevel=2)
     f = open(partial, "w", newline="")
     writer = csv.writer(f)
-    writer.writerow(["run", "step", "true_return"])
-    writer.writerows([row["run"], row["step"], row["true_return"]] for row in rows)
+    writer.writerow(["run", "step", "true_return", "length"])
+    writer.writerows([row["run"], row["step"], row["true_return"], row.get("length") or ""] for row in rows)
     return f, writer
 
 
@@ -475,7 +476,7 @@ class Run:
         return next_obs, next_done, global_step, start_iteration
 
     def log_episodes(self, infos: dict, global_step: int) -> None:
-        """Log the true (and the shaped) return of every episode a vector step finished."""
+        """Log the true (and the shaped) return and the length of every episode a vector step finished."""
         if "final_info" not in infos:  # no sub-env finished an episode this step
             return
         final = infos["final_info"]
@@ -486,9 +487,10 @@ class Run:
             self.logged_returns.append((global_step, ret))
             self.writer.add_scalar("charts/episodic_return", ret, global_step)
             self.writer.add_scalar("charts/shaped_episodic_return", final["episode"]["r"][i], global_step)
-            self.writer.add_scalar("charts/episodic_length", final["episode"]["l"][i], global_step)
+            length = int(final["episode"]["l"][i])
+            self.writer.add_scalar("charts/episodic_length", length, global_step)
             if self.csv_writer is not None:
-                self.csv_writer.writerow([self.run_name, global_step, repr(ret)])
+                self.csv_writer.writerow([self.run_name, global_step, repr(ret), length])
 
     def end_iteration(self, global_step: int, iteration: int, next_obs: np.ndarray, next_done: np.ndarray,
                       extra_state: Callable[[], dict] | None = None) -> bool:

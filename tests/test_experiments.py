@@ -275,7 +275,7 @@ def test_local_execution_and_loader(tmp_path, fake_algos):
     assert "fake failure" in Path(next(r for r in runs if r.task == "Fail-v0").log_path).read_text()
 
     df = load_results(tmp_path / "res")
-    assert list(df.columns) == ["agent", "task", "setting", "seed", "step", "true_return"]
+    assert list(df.columns) == ["agent", "task", "setting", "seed", "step", "true_return", "length"]
     assert len(df) == 2 * 2 * 2 * 4
     assert set(df["task"]) == {"T-v0", "gasil_wrappers:PointMass-v0"}  # the quoted path maps back
     assert set(df["agent"]) == {"ppo", "ppo_gasil"} and set(df["setting"]) == {"plain"}
@@ -283,6 +283,11 @@ def test_local_execution_and_loader(tmp_path, fake_algos):
         assert np.allclose(group["true_return"], fake_return(seed))
     one = df[(df.seed == 1) & (df.agent == "ppo") & (df.task == "T-v0")]
     assert list(one["step"]) == [100, 200, 300, 400]
+    # the fake script writes the old run,step,true_return: no lengths, unless a manifest says one env
+    assert one["length"].isna().all()
+    runner.write_manifest(tmp_path / "res", runs)
+    df = load_results(tmp_path / "res")
+    assert list(df[(df.seed == 1) & (df.agent == "ppo") & (df.task == "T-v0")]["length"]) == [100.0] * 4
 
 
 def test_runs_get_one_thread(tmp_path, fake_algos):
@@ -554,6 +559,55 @@ def test_diagnostics_take_the_late_values_of_the_surviving_log_of_a_resumed_run(
     assert np.isnan(run_diagnostics(tmp_path).set_index("agent").loc["ppo_gasil", "term_share"])
     with pytest.raises(ValueError, match="fraction"):
         run_diagnostics(tmp_path, fraction=0.0)
+
+
+def test_windows_show_runs_over_time_with_lengths_from_the_csv_or_the_steps_between_rows(tmp_path, capsys):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from experiments import diagnostics
+    from experiments.results import run_name, run_windows
+
+    # a new CSV (with length): episodes of 10 steps to step 100, then 100-step ones to step 300
+    steps = np.r_[np.arange(10, 101, 10), np.arange(200, 301, 100)]
+    new = csv_path_for(tmp_path, "Hopper-v5", "delayed20", "ppo_gasil", 1)
+    new.parent.mkdir(parents=True)
+    pd.DataFrame({"run": "r", "step": steps, "true_return": steps / 10.0,
+                  "length": np.diff(steps, prepend=0)}).to_csv(new, index=False)
+    # old CSVs (no length) of a one-env run and of a four-env run, as the manifest records them
+    manifest = ["run,agent,task,setting,seed,total_timesteps,csv,command"]
+    for agent, flags in (("ppo", "--seed 1"), ("ppo_bc", "--seed 1 --num-envs 4")):
+        write_run(tmp_path, agent, "Hopper-v5", "delayed20", 1, [30, 150, 250], [1.0, 2.0, 3.0])
+        name = run_name("Hopper-v5", "delayed20", agent, 1)
+        manifest.append(f"{name},{agent},Hopper-v5,delayed20,1,300,x,python algos/{agent}.py {flags}")
+    (tmp_path / "manifest.csv").write_text("\n".join(manifest) + "\n")
+    log = SummaryWriter(str(tmp_path / "runs" / run_name("Hopper-v5", "delayed20", "ppo_gasil", 1)))
+    for step in (50, 100, 150, 300):
+        log.add_scalar("gasil/d_loss", step / 100, step)
+    log.close()
+
+    table = run_windows(tmp_path, window=100).set_index(["agent", "window"])
+    assert list(table.loc["ppo_gasil"].index) == ["0-0.1k", "0.1-0.2k", "0.2-0.3k"]
+    gasil = table.loc["ppo_gasil"]
+    assert list(gasil["episodes"]) == [10, 1, 1]
+    assert list(gasil["median_length"]) == [10.0, 100.0, 100.0]
+    assert list(gasil["median_return"]) == [5.5, 20.0, 30.0]  # median of 1..10, then 20, 30
+    assert list(gasil["d_loss"]) == [0.75, 1.5, 3.0]  # (0.5 + 1.0) / 2: the window is (lo, hi]
+    assert gasil["term_share"].isna().all() and table.loc["ppo", "d_loss"].isna().all()
+    assert list(table.loc["ppo", "median_length"]) == [30.0, 120.0, 100.0]
+    assert table.loc["ppo_bc", "median_length"].isna().all()  # four envs: rows are not one env's episodes
+    with pytest.raises(ValueError, match="window"):
+        run_windows(tmp_path, window=0)
+
+    assert diagnostics.main(["--results-dir", str(tmp_path), "--window", "100"]) == 0
+    written = pd.read_csv(tmp_path / "windows.csv")
+    assert len(written) == 9 and list(written["window"][:3]) == ["0-0.1k", "0.1-0.2k", "0.2-0.3k"]
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")  # the logs are gone: rewriting keeps each window's logged values
+    assert diagnostics.main(["--results-dir", str(tmp_path), "--window", "100"]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "windows.csv"), written)
+    assert not (tmp_path / "diagnostics.csv").exists()
+    assert "wrote" in capsys.readouterr().out
 
 
 def test_each_run_log_names_the_commit_of_its_code(tmp_path, fake_algos):

@@ -446,3 +446,15 @@ if __name__ == "__main__":
         print(f"wrote {FIXTURE} ({FIXTURE.stat().st_size} bytes) and {CONTINUATION}")
     else:
         print(__doc__)
+
+
+def test_a_returns_csv_from_before_the_length_column_resumes_with_its_rows(run_utils, tmp_path):
+    """A campaign's partial CSV written by older code (run,step,true_return) keeps its rows up to the
+    checkpoint on resume; the new header adds ``length``, empty for those rows."""
+    path = str(tmp_path / "seed1.csv")
+    (tmp_path / "seed1.csv.partial").write_text("run,step,true_return\nr,100,1.5\nr,250,2.5\nr,400,3.5\n")
+    f, writer = run_utils.open_returns_csv(path, resume_step=300)
+    writer.writerow(["r", 420, repr(4.5), 20])
+    f.close()
+    assert (tmp_path / "seed1.csv.partial").read_text().splitlines() == [
+        "run,step,true_return,length", "r,100,1.5,", "r,250,2.5,", "r,420,4.5,20"]

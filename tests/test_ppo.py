@@ -47,9 +47,9 @@ def train(ppo, *flags: str, group: str | None = None) -> dict:
     return ppo.train(args)
 
 
-def read_rows(path) -> list[tuple[str, str]]:
+def read_rows(path) -> list[tuple[str, str, str]]:
     with open(path, newline="") as f:
-        return [(row["step"], row["true_return"]) for row in csv.DictReader(f)]
+        return [(row["step"], row["true_return"], row["length"]) for row in csv.DictReader(f)]
 
 
 def weights(path) -> dict[str, torch.Tensor]:
@@ -91,7 +91,9 @@ def test_same_seed_same_run(ppo):
     assert_same_weights(weights(a["model_path"]), weights(b["model_path"]))
     assert a["gasil"]["rounds"] >= 2  # the discriminator trained, so its reward shaped these runs
     with open("a.csv", newline="") as f:
-        assert next(csv.reader(f)) == ["run", "step", "true_return"]
+        assert next(csv.reader(f)) == ["run", "step", "true_return", "length"]
+    steps, lengths = (np.array([int(row[i]) for row in rows]) for i in (0, 2))
+    assert (lengths == np.diff(steps, prepend=0)).all()  # one env: an episode's steps end at its row
 
 
 def test_resume_is_bitwise_identical_with_gasil_on_hopper(ppo):
@@ -102,7 +104,7 @@ def test_resume_is_bitwise_identical_with_gasil_on_hopper(ppo):
                  "--checkpoint-every", "256", "--stop-after-steps", "384")
     assert not part["finished"] and part["global_step"] == 384
     assert not os.path.exists("part.csv") and os.path.exists("part.csv.partial")
-    assert max(int(step) for step, _ in read_rows("part.csv.partial")) > 256  # rows the resume must drop
+    assert max(int(step) for step, _, _ in read_rows("part.csv.partial")) > 256  # rows the resume must drop
 
     ckpt = torch.load("runs/part/checkpoint.pt", weights_only=False)
     assert ckpt["global_step"] == 256

@@ -48,9 +48,9 @@ def train(bc, *flags: str, group: str | None = None) -> dict:
     return bc.train(args)
 
 
-def read_rows(path) -> list[tuple[str, str]]:
+def read_rows(path) -> list[tuple[str, str, str]]:
     with open(path, newline="") as f:
-        return [(row["step"], row["true_return"]) for row in csv.DictReader(f)]
+        return [(row["step"], row["true_return"], row["length"]) for row in csv.DictReader(f)]
 
 
 def test_help_lists_bc_and_shared_flags():

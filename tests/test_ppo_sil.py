@@ -44,9 +44,9 @@ def train(sil, *flags: str, group: str | None = None) -> dict:
     return sil.train(args)
 
 
-def read_rows(path) -> list[tuple[str, str]]:
+def read_rows(path) -> list[tuple[str, str, str]]:
     with open(path, newline="") as f:
-        return [(row["step"], row["true_return"]) for row in csv.DictReader(f)]
+        return [(row["step"], row["true_return"], row["length"]) for row in csv.DictReader(f)]
 
 
 def test_help_lists_sil_and_shared_flags():
