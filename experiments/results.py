@@ -121,8 +121,12 @@ def _manifest_ids(rows: list[dict]) -> dict[tuple[str, str], tuple[str, str]]:
 
 def _one_env_runs(rows: list[dict]) -> set[str]:
     """The manifest's runs whose command steps one env (the scripts' default ``--num-envs 1``)."""
-    return {r["run"] for r in rows
-            if int((_NUM_ENVS.search(r.get("command") or "") or [None, "1"])[1]) == 1}
+    one = set()
+    for r in rows:
+        match = _NUM_ENVS.search(r.get("command") or "")
+        if match is None or int(match[1]) == 1:
+            one.add(r["run"])
+    return one
 
 
 def load_results(results_dir: str | os.PathLike, *, include_partial: bool = False) -> pd.DataFrame:
@@ -247,7 +251,7 @@ def run_windows(results_dir: str | os.PathLike, *, window: int = 100_000,
         raise ValueError(f"window must be a positive number of steps, got {window}")
     rows = []
     for (agent, task, setting, seed), episodes, scalars in _runs_with_logs(Path(results_dir)):
-        step = episodes["step"]
+        step, by_tag = episodes["step"], {tag: scalars[scalars["tag"] == tag] for tag in tags}
         for lo in range(0, int(step.max()), window):
             hi = lo + window
             inside = (step > lo) & (step <= hi)
@@ -255,8 +259,7 @@ def run_windows(results_dir: str | os.PathLike, *, window: int = 100_000,
                    "window": f"{lo / 1000:g}-{hi / 1000:g}k", "episodes": int(inside.sum()),
                    "median_length": _median(episodes["length"][inside]),
                    "median_return": _median(episodes["true_return"][inside])}
-            for tag in tags:
-                values = scalars[scalars["tag"] == tag]
+            for tag, values in by_tag.items():
                 row[_column(tag)] = _mean(values["value"][(values["step"] > lo) & (values["step"] <= hi)])
             rows.append(row)
     return pd.DataFrame(rows, columns=["agent", "task", "setting", "seed", "window", "episodes",
