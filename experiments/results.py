@@ -37,10 +37,11 @@ COLUMNS = ["agent", "task", "setting", "seed", "step", "true_return", "length"]
 #: File name of the runner's manifest inside a results directory.
 MANIFEST = "manifest.csv"
 #: The tensorboard scalars :func:`run_diagnostics` summarises: is GASIL doing anything (the GASIL term's
-#: share of the shaped reward, whether D tells the policy from the buffer, how good the buffer is), and
-#: is the policy still exploring and moving (entropy, KL, explained variance of the value function).
+#: share of the shaped reward, whether D tells the policy from the buffer, how good and how old the
+#: buffer is), and is the policy still exploring and moving (entropy, KL, explained variance of the value
+#: function).
 DIAGNOSTIC_TAGS = ("gasil/term_share", "gasil/d_loss", "gasil/d_acc_policy", "gasil/d_acc_buffer",
-                   "gasil/buffer_mean_return", "losses/entropy", "losses/approx_kl",
+                   "gasil/buffer_mean_return", "gasil/buffer_mean_age", "losses/entropy", "losses/approx_kl",
                    "losses/explained_variance")
 
 _SEED_FILE = re.compile(r"^seed(-?\d+)\.csv$")

@@ -457,8 +457,10 @@ class GASILState:
 
         ``term_share`` is Σ α·(−log D) ÷ (Σ |w·r| + Σ α·(−log D)) over the shaped rewards between the
         last two rounds (one learner batch): how much of the reward GASIL contributes (NaN until then).
+        ``buffer_mean_age`` is the mean, over the buffer's episodes, of the episodes finished since each
+        entered (:meth:`GoodTrajectoryBuffer.ages`): near 0, the buffer is the policy's latest behaviour.
         """
-        returns = self.buffer.returns()
+        returns, ages = self.buffer.returns(), self.buffer.ages()
         return {
             **self._last_stats,
             "rounds": self.rounds,
@@ -470,6 +472,7 @@ class GASILState:
             "buffer_mean_return": float(returns.mean()) if len(returns) else math.nan,
             "buffer_min_return": float(returns.min()) if len(returns) else math.nan,
             "buffer_max_return": float(returns.max()) if len(returns) else math.nan,
+            "buffer_mean_age": float(ages.mean()) if len(ages) else math.nan,
             "rejected_episodes": self.buffer.rejected,
             "cut_episodes": self.cut_episodes,
             "envs": self.num_envs,

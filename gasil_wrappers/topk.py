@@ -123,6 +123,21 @@ class GoodTrajectoryBuffer:
         """Returns of the stored episodes, best first."""
         return np.array([e.ret for e in self.episodes])
 
+    def ages(self) -> np.ndarray:
+        """For each stored episode, best first, how many episodes were offered after it (0: the latest).
+
+        All young means the best episodes are the agent's latest ones, so the current policy is about
+        as good as the buffer and a discriminator has little to tell apart; old ones mean the policy
+        has fallen below its own best past episodes, which is what GASIL pulls it back to.
+
+        >>> buf = GoodTrajectoryBuffer(capacity_steps=2, gamma=1.0)
+        >>> for r in (5.0, 1.0, 3.0, 2.0):
+        ...     _ = buf.add(np.zeros((1, 2)), np.zeros((1, 1)), np.array([r]))
+        >>> buf.returns().tolist(), buf.ages().tolist()
+        ([5.0, 3.0], [3, 1])
+        """
+        return np.array([self._arrivals - 1 - arrival for _, arrival in self._keys], dtype=np.int64)
+
     def state_dict(self) -> dict:
         return {
             "episodes": [(e.obs, e.actions, e.rewards) for e in self.episodes],

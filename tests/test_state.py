@@ -123,6 +123,7 @@ def test_diagnostics_report_d_and_buffer():
     diag = state.diagnostics()
     assert diag["buffer_episodes"] == 4 and diag["buffer_steps"] == 40
     assert diag["buffer_mean_return"] == diag["buffer_min_return"] == 20.0
+    assert diag["buffer_mean_age"] == 1.5  # equal returns: the 4 episodes, ranked earliest first, ages 3..0
     assert diag["rounds"] == state.rounds > 0 and 0 <= diag["d_acc_policy"] <= 1
     assert np.isfinite(diag["d_loss"]) and diag["policy_steps"] == 40
 

@@ -51,6 +51,8 @@ def test_holds_exactly_the_best_episodes_that_fit_for_any_order(episodes, capaci
     for length, ret in order:
         buf.add(*episode(length, float(ret)))
     assert list(buf.returns()) == expected_contents(episodes, capacity)
+    offered_after = {ret: len(order) - 1 - i for i, (_, ret) in enumerate(order)}
+    assert buf.ages().tolist() == [offered_after[int(r)] for r in buf.returns()]
     assert buf.num_steps == sum(len(e) for e in buf.episodes)
     assert buf.num_steps <= capacity or len(buf) == 1
 
@@ -102,7 +104,7 @@ def test_state_dict_roundtrip_keeps_contents_and_order():
         buf.add(*episode(3, ret))
     other = GoodTrajectoryBuffer(10, gamma=1.0)
     other.load_state_dict(buf.state_dict())
-    assert list(other.returns()) == [3.0, 2.0, 1.0]
+    assert list(other.returns()) == [3.0, 2.0, 1.0] and other.ages().tolist() == [2, 0, 1]
     buf.add(*episode(2, 2.0))
     other.add(*episode(2, 2.0))
     assert list(other.returns()) == list(buf.returns())
