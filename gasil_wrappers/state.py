@@ -457,8 +457,9 @@ class GASILState:
 
         ``term_share`` is Σ α·(−log D) ÷ (Σ |w·r| + Σ α·(−log D)) over the shaped rewards between the
         last two rounds (one learner batch): how much of the reward GASIL contributes (NaN until then).
-        ``buffer_mean_age`` is the mean, over the buffer's episodes, of the episodes finished since each
-        entered (:meth:`GoodTrajectoryBuffer.ages`): near 0, the buffer is the policy's latest behaviour.
+        ``buffer_mean_age`` is the mean, over the buffer's episodes, of the episodes offered to the buffer
+        since each entered (:meth:`GoodTrajectoryBuffer.ages`): near 0, the buffer is the policy's latest
+        behaviour.
         """
         returns, ages = self.buffer.returns(), self.buffer.ages()
         return {
